@@ -1,0 +1,41 @@
+# OpenEDS-Seg. `make demo` and `make test` create the virtual environment themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= data/synthetic
+JOBS ?= 2
+
+.PHONY: setup test demo bench lint format contact-sheet clean
+
+setup: $(STAMP)
+
+# Rebuilt only when requirements.txt changes, so a second `make test` starts at once.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m scripts.demo --out demo
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+contact-sheet: $(STAMP)
+	$(PY) -m dataset.contact_sheet --out docs/synthetic.png
+
+clean:
+	rm -rf demo runs preds pseudo report .pytest_cache
