@@ -1,0 +1,386 @@
+"""The OpenEDS 2020 sparse-segmentation layout: names, readers, frame index and torch Datasets.
+
+Layout under the data root: ``S_<k>/<n>.png`` (8-bit gray, 640x400), sparse ``S_<k>/label_<n>.npy``
+(uint8 (400, 640), values 0..3), and optional ``images.txt`` / ``labels.txt`` listing them. In memory
+a frame is always the key ``"S_<k>/<n>"``; files and sample lists use the relpaths built from it.
+Every reader checks what it reads and raises a one-line ``InputError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.errors import InputError
+
+__all__ = [
+    "IMAGE_HEIGHT",
+    "IMAGE_WIDTH",
+    "NUM_CLASSES",
+    "IGNORE_INDEX",
+    "CLASS_NAMES",
+    "parse_sample_name",
+    "frame_key",
+    "image_relpath",
+    "label_relpath",
+    "pred_relpath",
+    "read_image",
+    "read_label",
+    "read_sample_list",
+    "write_sample_list",
+    "OpenEDSIndex",
+    "pad_amount",
+    "pad_rows",
+    "unpad_rows",
+    "LabeledDataset",
+    "UnlabeledDataset",
+]
+
+IMAGE_HEIGHT = 400
+IMAGE_WIDTH = 640
+NUM_CLASSES = 4
+IGNORE_INDEX = 255
+CLASS_NAMES = ("background", "sclera", "iris", "pupil")
+
+# "S_0/label_3.npy" (label), "S_0/3.png" (image), "S_0/3.npy" (prediction / test GT) or the key "S_0/3".
+_SAMPLE_RE = re.compile(r"(S_\d+)/(?:label_(\d+)\.npy|(\d+)(?:\.png|\.npy)?)")
+_SEQUENCE_RE = re.compile(r"S_(\d+)")
+_IMAGE_FILE_RE = re.compile(r"(\d+)\.png")
+_LABEL_FILE_RE = re.compile(r"label_(\d+)\.npy")
+
+
+def parse_sample_name(name: str) -> tuple[str, int]:
+    """Split any sample name form into (sequence, frame); ValueError if it is not one."""
+    match = _SAMPLE_RE.fullmatch(name.strip())
+    if match is None:
+        raise ValueError(f"not an OpenEDS sample name: {name!r}")
+    return match.group(1), int(match.group(2) or match.group(3))
+
+
+def frame_key(sequence: str, frame: int) -> str:
+    """The canonical in-memory key of a frame: ``"S_0/3"``."""
+    return f"{sequence}/{frame}"
+
+
+def image_relpath(key: str) -> str:
+    """``"S_0/3"`` -> ``"S_0/3.png"``."""
+    sequence, frame = parse_sample_name(key)
+    return f"{sequence}/{frame}.png"
+
+
+def label_relpath(key: str) -> str:
+    """``"S_0/3"`` -> ``"S_0/label_3.npy"`` (also the form used by sample lists)."""
+    sequence, frame = parse_sample_name(key)
+    return f"{sequence}/label_{frame}.npy"
+
+
+def pred_relpath(key: str) -> str:
+    """``"S_0/3"`` -> ``"S_0/3.npy"`` (submission and test ground-truth form)."""
+    sequence, frame = parse_sample_name(key)
+    return f"{sequence}/{frame}.npy"
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read one frame as uint8 (400, 640).
+
+    Only 8-bit single-channel PNGs are accepted, as in the challenge data: silently converting
+    colour or 16-bit images would hide a wrong data folder.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError("image not found", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read image ({exc.strerror})", path) from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise InputError("not a readable image (corrupt or truncated PNG?)", path)
+    if image.ndim != 2:
+        raise InputError(f"expected a grayscale image, got {image.shape[2]} channels", path)
+    if image.dtype != np.uint8:
+        raise InputError(f"expected an 8-bit image, got {image.dtype}", path)
+    if image.shape != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise InputError(
+            f"expected {IMAGE_WIDTH}x{IMAGE_HEIGHT} (WxH), got {image.shape[1]}x{image.shape[0]}", path
+        )
+    return image
+
+
+def read_label(path: Path, *, allow_ignore: bool = False) -> np.ndarray:
+    """Read one mask as uint8 (400, 640) with values 0..3 (and 255 when ``allow_ignore``).
+
+    Integer arrays of any dtype are accepted and cast when their values are in range; float, bool
+    and object arrays are refused because their meaning as class ids is ambiguous.
+    """
+    try:
+        label = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("label not found", path) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"not a readable .npy array ({exc})", path) from None
+    if not isinstance(label, np.ndarray):
+        raise InputError("expected a single .npy array, got an .npz archive", path)
+    if label.shape != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise InputError(f"expected shape ({IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {label.shape}", path)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise InputError(f"expected an integer (uint8) array, got {label.dtype}", path)
+    valid = (label >= 0) & (label < NUM_CLASSES)
+    if allow_ignore:
+        valid |= label == IGNORE_INDEX
+    if not valid.all():
+        bad = np.unique(label[~valid])[:5].tolist()
+        allowed = f"0..{NUM_CLASSES - 1}" + (f" or {IGNORE_INDEX}" if allow_ignore else "")
+        raise InputError(f"values must be {allowed}, found {bad}", path)
+    return label.astype(np.uint8, copy=False)
+
+
+def read_sample_list(path: Path) -> list[str]:
+    """Read a sample list (``S_0/label_3.npy`` per line, blank lines ignored) into frame keys."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise InputError("sample list not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read sample list ({exc})", path) from None
+    keys: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            key = frame_key(*parse_sample_name(line))
+        except ValueError:
+            raise InputError(
+                f"line {number}: not a sample name like S_0/label_3.npy: {line!r}", path
+            ) from None
+        if key in seen:
+            raise InputError(f"line {number}: duplicate sample {line.strip()!r}", path)
+        seen.add(key)
+        keys.append(key)
+    if not keys:
+        raise InputError("no samples", path)
+    return keys
+
+
+_STYLES: dict[str, Callable[[str], str]] = {
+    "label": label_relpath,
+    "image": image_relpath,
+    "pred": pred_relpath,
+}
+
+
+def write_sample_list(path: Path, keys: Iterable[str], style: str = "label") -> None:
+    """Write keys one per line as label (default), image or pred relpaths; atomically."""
+    to_name = _STYLES[style]
+    text = "".join(f"{to_name(key)}\n" for key in keys)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write sample list ({exc.strerror})", path) from None
+
+
+def _read_listed_frames(path: Path) -> list[tuple[str, int]]:
+    return [parse_sample_name(key) for key in read_sample_list(path)]
+
+
+def _scan_frames(root: Path, pattern: re.Pattern[str]) -> list[tuple[str, int]]:
+    """(sequence, frame) of every file in ``root/S_<k>/`` whose name matches ``pattern``."""
+    found = []
+    for seq_dir in root.iterdir():
+        if seq_dir.is_dir() and _SEQUENCE_RE.fullmatch(seq_dir.name):
+            for entry in os.scandir(seq_dir):
+                match = pattern.fullmatch(entry.name)
+                if match:
+                    found.append((seq_dir.name, int(match.group(1))))
+    return found
+
+
+@dataclass
+class OpenEDSIndex:
+    """Which frames exist and which carry labels, in natural order (S_2 before S_10)."""
+
+    root: Path
+    sequences: list[str]
+    frames: dict[str, list[int]]
+    labeled: set[str]
+
+    @classmethod
+    def from_dir(cls, root: Path) -> OpenEDSIndex:
+        """Index a data root from images.txt / labels.txt, scanning the folders for a missing list.
+
+        Files are only checked for existence (labels and their images), never decoded.
+        """
+        root = Path(root)
+        if not root.exists():
+            raise InputError("data directory not found", root)
+        if not root.is_dir():
+            raise InputError("data directory is not a directory", root)
+        images_txt, labels_txt = root / "images.txt", root / "labels.txt"
+        images = (
+            _read_listed_frames(images_txt) if images_txt.is_file() else _scan_frames(root, _IMAGE_FILE_RE)
+        )
+        labels = (
+            _read_listed_frames(labels_txt) if labels_txt.is_file() else _scan_frames(root, _LABEL_FILE_RE)
+        )
+        labeled: set[str] = set()
+        for sequence, frame in labels:
+            key = frame_key(sequence, frame)
+            if not (root / label_relpath(key)).is_file():
+                raise InputError(f"label listed in {labels_txt.name} not found", root / label_relpath(key))
+            if not (root / image_relpath(key)).is_file():
+                raise InputError(f"image of label {label_relpath(key)} not found", root / image_relpath(key))
+            labeled.add(key)
+        frames: dict[str, set[int]] = {}
+        for sequence, frame in [*images, *labels]:
+            frames.setdefault(sequence, set()).add(frame)
+        if not frames:
+            raise InputError("no sequences found (expected S_<k>/<n>.png files)", root)
+        sequences = sorted(frames, key=lambda name: int(name[2:]))
+        return cls(root, sequences, {sequence: sorted(frames[sequence]) for sequence in sequences}, labeled)
+
+    def all_keys(self) -> list[str]:
+        """Every frame key, by sequence then frame number."""
+        return [frame_key(sequence, frame) for sequence in self.sequences for frame in self.frames[sequence]]
+
+    def labeled_keys(self) -> list[str]:
+        """Keys of frames with a label file, in index order."""
+        return [key for key in self.all_keys() if key in self.labeled]
+
+    def unlabeled_keys(self) -> list[str]:
+        """Keys of frames without a label file, in index order."""
+        return [key for key in self.all_keys() if key not in self.labeled]
+
+    @staticmethod
+    def sequence_of(key: str) -> str:
+        """``"S_0/3"`` -> ``"S_0"``."""
+        return parse_sample_name(key)[0]
+
+    def image_path(self, key: str) -> Path:
+        return self.root / image_relpath(key)
+
+    def label_path(self, key: str) -> Path:
+        return self.root / label_relpath(key)
+
+
+def pad_amount(height: int, multiple: int = 32) -> tuple[int, int]:
+    """Rows (top, bottom) that pad ``height`` up to a multiple, split evenly: 400 -> (8, 8)."""
+    total = -height % multiple
+    return total // 2, total - total // 2
+
+
+def pad_rows(x: np.ndarray, multiple: int = 32, value: int | float = 0) -> np.ndarray:
+    """Pad axis -2 (rows of (H, W) or (..., H, W)) with ``value`` to a multiple of ``multiple``."""
+    top, bottom = pad_amount(x.shape[-2], multiple)
+    widths = [(0, 0)] * x.ndim
+    widths[-2] = (top, bottom)
+    return np.pad(x, widths, constant_values=value)
+
+
+def unpad_rows(x: Any, top: int, bottom: int) -> Any:
+    """Crop ``top`` and ``bottom`` rows off axis -2 of a numpy array or torch tensor."""
+    return x[..., top : x.shape[-2] - bottom, :]
+
+
+def _image_tensor(image: Any) -> torch.Tensor:
+    """(H, W) or (H, W, C) array -> (C, H, W) tensor, dtype kept; tensors pass through unchanged."""
+    if isinstance(image, torch.Tensor):
+        return image
+    image = np.ascontiguousarray(image)  # flips leave negative strides that torch refuses
+    tensor = torch.from_numpy(image)
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _mask_tensor(mask: Any) -> torch.Tensor:
+    if isinstance(mask, torch.Tensor):
+        return mask.long()
+    return torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+class _FrameDataset(Dataset):
+    """Frames by key with an optional per-process cache of the decoded arrays."""
+
+    def __init__(
+        self, root: Path, keys: list[str], transform: Callable | None = None, cache: bool = False
+    ) -> None:
+        self.root = Path(root)
+        self.keys = [frame_key(*parse_sample_name(key)) for key in keys]
+        self.transform = transform
+        self.cache = cache
+        # Filled lazily, so each DataLoader worker keeps its own copy (~0.25 MB per image, 0.5 with mask).
+        self._cached: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _load(self, key: str) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def _arrays(self, key: str) -> tuple[np.ndarray, ...]:
+        if not self.cache:
+            return self._load(key)
+        if key not in self._cached:
+            self._cached[key] = self._load(key)
+        # Copies, so a transform that works in place cannot corrupt the cache.
+        return tuple(array.copy() for array in self._cached[key])
+
+
+class LabeledDataset(_FrameDataset):
+    """Labeled frames -> ``{"image": uint8 (1, H, W), "mask": int64 (H, W), "name": key}``.
+
+    ``transform(image=, mask=) -> {"image", "mask"}`` (albumentations style) runs on the numpy
+    arrays before conversion to tensors. ``label_dir`` reads ``S_<k>/label_<n>.npy`` from another
+    folder (pseudo-labels), whose masks may hold IGNORE_INDEX.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        keys: list[str],
+        transform: Callable | None = None,
+        label_dir: Path | None = None,
+        cache: bool = False,
+    ) -> None:
+        super().__init__(root, keys, transform, cache)
+        self.label_dir = Path(label_dir) if label_dir is not None else None
+
+    def _load(self, key: str) -> tuple[np.ndarray, ...]:
+        image = read_image(self.root / image_relpath(key))
+        label_root = self.label_dir if self.label_dir is not None else self.root
+        mask = read_label(label_root / label_relpath(key), allow_ignore=self.label_dir is not None)
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        key = self.keys[index]
+        image, mask = self._arrays(key)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {"image": _image_tensor(image), "mask": _mask_tensor(mask), "name": key}
+
+
+class UnlabeledDataset(_FrameDataset):
+    """Frames without labels (inference, pseudo-labelling) -> ``{"image": uint8 (1, H, W), "name": key}``."""
+
+    def _load(self, key: str) -> tuple[np.ndarray, ...]:
+        return (read_image(self.root / image_relpath(key)),)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        key = self.keys[index]
+        (image,) = self._arrays(key)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return {"image": _image_tensor(image), "name": key}
