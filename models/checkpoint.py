@@ -1,0 +1,88 @@
+"""One checkpoint format, written atomically, loaded safely (DESIGN.md "Conventions").
+
+A checkpoint is `{"model": state_dict, "optimizer", "scheduler", "scaler", "epoch",
+"best_miou", "config", "rng"}`; `config` is the resolved config as plain data, so a
+checkpoint alone rebuilds its model. Loading also accepts the original recipe's
+`{"state_dict": {"module.<key>": ...}, "epoch"}` (its config must then be given).
+Everything is stored as tensors and plain Python values, so `torch.load(weights_only=True)`
+reads it: no pickled code runs when a checkpoint is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.zoo import SegmentationModel, build_model
+from utils.config import Config, config_from_dict
+from utils.errors import InputError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "model_state"]
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """Write atomically: a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash (even SIGKILL) at any moment leaves either the previous file or the new one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint on the CPU with weights_only=True; one-line InputError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, not a torch file...
+        raise InputError(f"not a readable checkpoint ({type(exc).__name__})", path) from None
+    if not isinstance(payload, dict) or not ({"model", "state_dict"} & set(payload)):
+        raise InputError("not a checkpoint: no 'model' or 'state_dict' entry", path)
+    return payload
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a model, unwrapped from DDP / torch.compile."""
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    return model.state_dict()
+
+
+def model_from_checkpoint(
+    path: Path | str, config: Config | None = None
+) -> tuple[SegmentationModel, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as and load its weights.
+
+    `config` overrides the checkpoint's own (required for the recipe's format, which has none).
+    """
+    payload = load_checkpoint(path)
+    if config is None:
+        if "config" not in payload:
+            raise InputError("checkpoint carries no config (the original recipe's format): give its config", path)
+        config = config_from_dict(payload["config"], f"{path} (embedded config)")
+    model = build_model(config)
+    if "model" in payload:
+        state = payload["model"]
+    else:  # the recipe: DataParallel-wrapped smp model
+        state = {"net." + k.removeprefix("module."): v for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError(
+            f"weights do not match {config.network}/{config.encoder} ({first[:120]})", path
+        ) from None
+    return model, config, payload

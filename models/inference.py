@@ -1,0 +1,118 @@
+"""The one inference engine: weighted ensemble of models x test-time-augmentation views.
+
+Used by training-time validation (one model, hflip), predict_ensemble.py and
+pseudo-labelling. Logits of every model and view are averaged with their weights, then
+softmax/argmax, as in the recipe. Speed decisions, measured in bench/:
+- the views of a batch that share a resolution go through the network as ONE batch
+  (the recipe ran a separate forward pass per view, at batch 1);
+- inference_mode, and autocast where the device supports it (fp16 on CUDA, bf16 on CPUs
+  that have bf16 instructions when asked for);
+- the model wrapper pads/normalises on the device, so loaders ship uint8 frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["TTA_MODES", "View", "tta_views", "EnsemblePredictor", "autocast_context"]
+
+
+@dataclass(frozen=True)
+class View:
+    """A test-time view: optional horizontal flip, and a scale relative to the model's own."""
+
+    hflip: bool = False
+    scale: float = 1.0
+
+
+TTA_MODES: dict[str, tuple[View, ...]] = {
+    "none": (View(),),
+    "hflip": (View(), View(hflip=True)),
+    "hflip+scales": tuple(View(flip, s) for s in (1.0, 0.75, 1.25) for flip in (False, True)),
+}
+
+
+def tta_views(mode: str) -> tuple[View, ...]:
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {mode!r}; choose one of {sorted(TTA_MODES)}")
+    return TTA_MODES[mode]
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast for `dtype` on `device`, or a no-op when dtype is None (full fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class EnsemblePredictor:
+    """Average the logits of weighted models over TTA views.
+
+    Args:
+        members: (model, weight) pairs; each model maps uint8 frames (B,1,H,W) to logits.
+        tta: a key of TTA_MODES.
+        device: where the models run (they are moved there and set to eval()).
+        amp_dtype: autocast dtype (torch.float16 / torch.bfloat16) or None for fp32.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[tuple[nn.Module, float]],
+        tta: str = "hflip",
+        device: torch.device | str = "cpu",
+        amp_dtype: torch.dtype | None = None,
+    ) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.device = torch.device(device)
+        self.members = [(model.to(self.device).eval(), float(weight)) for model, weight in members]
+        self.views = tta_views(tta)
+        self.amp_dtype = amp_dtype
+        total = sum(weight for _, weight in self.members) * len(self.views)
+        if total <= 0:
+            raise ValueError("ensemble weights must sum to a positive number")
+        self._norm = 1.0 / total
+
+    def _model_logits(self, model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+        """Sum of the logits of all views for one model; same-scale views share one forward pass."""
+        total = None
+        base_scale = getattr(model, "scale", 1.0)
+        for scale in dict.fromkeys(view.scale for view in self.views):
+            flips = [view.hflip for view in self.views if view.scale == scale]
+            batch = torch.cat([frames.flip(-1) if flip else frames for flip in flips])
+            with autocast_context(self.device, self.amp_dtype):
+                logits = model(batch, scale=base_scale * scale).float()
+            for chunk, flip in zip(logits.chunk(len(flips)), flips, strict=True):
+                chunk = chunk.flip(-1) if flip else chunk
+                total = chunk if total is None else total + chunk
+        return total
+
+    @torch.inference_mode()
+    def logits(self, frames: torch.Tensor) -> torch.Tensor:
+        """Weighted mean logits (B, C, H, W), float32, for frames (B, 1, H, W) uint8."""
+        frames = frames.to(self.device, non_blocking=True)
+        mean = None
+        for model, weight in self.members:
+            logits = self._model_logits(model, frames) * weight
+            mean = logits if mean is None else mean + logits
+        return mean * self._norm
+
+    @torch.inference_mode()
+    def predict(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class map (B, H, W) uint8 and its softmax confidence (B, H, W) float32."""
+        probs = self.logits(frames).softmax(dim=1)
+        confidence, labels = probs.max(dim=1)
+        return labels.to(torch.uint8), confidence
+
+    def predict_batches(
+        self, batches: Iterable[dict[str, torch.Tensor]]
+    ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
+        """Run over a DataLoader of {"image", "name"} batches; yields (names, labels, confidence) on CPU."""
+        for batch in batches:
+            labels, confidence = self.predict(batch["image"])
+            yield list(batch["name"]), labels.cpu(), confidence.cpu()

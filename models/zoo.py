@@ -1,0 +1,154 @@
+"""Model zoo: config -> nn.Module over segmentation-models-pytorch.
+
+`SegmentationModel` wraps any smp architecture x encoder with what a checkpoint must carry to
+be used on its own: input normalisation, gray -> 3-channel copy, the input scale, and the
+padding to a multiple of 32 (400 -> 416 rows at full scale, the recipe's 8 px top and
+bottom). It takes raw gray frames (B, 1, H, W), uint8 or float in 0..255, and returns logits
+at the input's own size, so every caller (training, validation, the ensemble) sees full-size
+logits whatever resolution the network runs at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.config import Config
+from utils.errors import InputError
+
+__all__ = ["NETWORKS", "SegmentationModel", "build_model", "PAD_MULTIPLE"]
+
+# Registry: architecture name (lower case) -> smp class. Unet, UnetPlusPlus, FPN,
+# DeepLabV3Plus, MAnet, Linknet, PSPNet, PAN, UPerNet, ...
+NETWORKS: dict[str, type[nn.Module]] = dict(smp.MODEL_ARCHITECTURES_MAPPING)
+PAD_MULTIPLE = 32
+
+
+class SegmentationModel(nn.Module):
+    """An smp network plus its input pipeline: normalise, rescale, pad, predict, undo.
+
+    Args:
+        net: the smp model (its `encoder` attribute is used for freezing).
+        in_channels: 1, or 3 for a 3-channel copy of the gray frame (ImageNet encoders).
+        mean, std: normalisation of intensities scaled to 0..1 (1 or 3 values).
+        scale: the network runs at this fraction of the input resolution.
+
+    Shape:
+        input (B, 1, H, W) uint8 or float 0..255 -> logits (B, num_classes, H, W) float.
+    """
+
+    def __init__(
+        self, net: nn.Module, in_channels: int, mean: list[float], std: list[float], scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.in_channels = in_channels
+        self.scale = scale
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        if in_channels == 1 and mean_t.numel() == 3:
+            mean_t, std_t = mean_t.mean(0, keepdim=True), std_t.mean(0, keepdim=True)
+        # Fold /255 and the normalisation into one multiply-add; buffers follow .to(device).
+        self.register_buffer("_mul", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_add", (-mean_t / std_t).view(1, -1, 1, 1), persistent=False)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    def forward(self, frames: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        height, width = frames.shape[-2:]
+        scale = self.scale if scale is None else scale
+        x = frames.float()
+        if scale != 1.0:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        # Pad with black (intensity 0) to a multiple of 32, split evenly top/bottom and left/right.
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+        top, left = ph // 2, pw // 2
+        if ph or pw:
+            x = F.pad(x, (left, pw - left, top, ph - top), value=0.0)
+        x = x * self._mul + self._add  # broadcasts the 1-channel frame to 3 channels if needed
+        if self.in_channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if next(self.parameters()).is_cuda and self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = self.net(x)
+        logits = logits[..., top : top + h, left : left + w]
+        if (h, w) != (height, width):
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return logits
+
+    _channels_last = False
+
+    def to_channels_last(self) -> SegmentationModel:
+        """channels_last memory format (a CUDA/tensor-core speed-up; the CPU path keeps NCHW)."""
+        self._channels_last = True
+        return self.to(memory_format=torch.channels_last)
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        for param in self.encoder.parameters():
+            param.requires_grad_(not frozen)
+
+
+def _load_local_weights(model: SegmentationModel, path: Path) -> None:
+    """Load a local weights file into the encoder (encoder keys) or the whole network."""
+    if not path.is_file():
+        raise InputError(
+            "encoder_weights file not found (weights are never downloaded: put the file there "
+            "or set encoder_weights: null)",
+            path,
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise InputError(f"cannot read weights file ({type(exc).__name__})", path) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
+        state = state.get("state_dict", state.get("model"))
+    # Accept encoder-only files and whole-model files (ours "net.", DataParallel's "module.").
+    state = {k.removeprefix("module.").removeprefix("net."): v for k, v in state.items()}
+    if any(k.startswith("encoder.") for k in state):
+        state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    except RuntimeError:
+        missing, unexpected = [None], [None]  # shape mismatch
+    if unexpected or len(missing) == len(model.encoder.state_dict()):
+        raise InputError(f"weights do not fit encoder {type(model.encoder).__name__}", path)
+
+
+def build_model(config: Config) -> SegmentationModel:
+    """Build the config's network. Encoder weights: null (random) or a local file, never a download."""
+    weights = config.encoder_weights
+    local = weights is not None and (Path(weights).suffix in {".pth", ".pt", ".bin"} or Path(weights).exists())
+    if weights is not None and not local:
+        raise InputError(
+            f"encoder_weights: {weights!r} would need a download, and nothing is downloaded at run time. "
+            "Download the encoder weights on a machine with internet, copy the .pth file here and "
+            "set encoder_weights: /path/to/file.pth (or null for random init)"
+        )
+    try:
+        net = NETWORKS[config.network](
+            encoder_name=config.encoder,
+            encoder_weights=None,
+            in_channels=config.in_channels,
+            classes=config.num_classes,
+            **config.network_params,
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot build {config.network} with encoder {config.encoder!r}: {exc}") from None
+    model = SegmentationModel(
+        net,
+        in_channels=config.in_channels,
+        mean=config.input.normalize.mean,
+        std=config.input.normalize.std,
+        scale=config.input.scale,
+    )
+    if local:
+        _load_local_weights(model, Path(weights))
+    return model

@@ -1,0 +1,218 @@
+"""Train one fold: config + data dir -> runs/<config>/fold_<k>/ with checkpoints and history.
+
+    python train.py --config configs/cpu_fast.yaml --data-dir data/synthetic --fold 0
+    torchrun --nproc_per_node=2 train.py --config ... --fold 0          # DDP (NCCL / gloo)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dataset.openeds import CLASS_NAMES, OpenEDSIndex
+from losses import build_loss
+from models.checkpoint import load_checkpoint, model_state, save_checkpoint
+from models.zoo import build_model
+from training.data import build_loaders, fold_keys
+from training.loop import TrainingDiverged, evaluate, train_one_epoch
+from training.progress import History, plot_progress
+from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
+from training.runtime import amp_settings, build_optimizer, select_device
+from training.schedule import build_scheduler
+from training.state import restore_rng_state, rng_state, seed_everything
+from utils import distributed
+from utils.config import Config, config_name, load_config, save_config
+from utils.errors import InputError, cli_entry
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="YAML or JSON experiment config")
+    parser.add_argument("--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root")
+    parser.add_argument("--fold", required=True, type=int, help="fold index (fold_<k>_train/val.txt)")
+    parser.add_argument("--folds-dir", type=Path, help="where the fold files are (default: the data dir)")
+    parser.add_argument("--gpu", default=None, help="GPU ids (CUDA_VISIBLE_DEVICES), e.g. 0 or 0,1; 'cpu' forces the CPU")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--name", help="run name (default: the config's file name)")
+    parser.add_argument("--resume", help="'auto' (last.pt of this run if any) or a checkpoint path")
+    parser.add_argument("--pseudo-dir", type=Path, help="pseudo-labels (from predict_ensemble.py --pseudo-dir)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: config data.workers)")
+    parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    parser.add_argument("--epochs", type=int, help="overrides optimizer.schedule.epochs")
+    return parser.parse_args(argv)
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "last.pt"
+        return last if last.is_file() else None
+    return Path(resume)
+
+
+def loss_params(config: Config) -> dict:
+    """Only the loss parameters the config sets (each loss type takes its own subset)."""
+    params = config.mask_loss.params.model_dump(exclude_unset=True)
+    if config.mask_loss.type == "ComboLoss":
+        params.setdefault("weights", config.mask_loss.params.weights.model_dump(exclude_defaults=True))
+    return params
+
+
+def log(message: str) -> None:
+    if distributed.is_main():
+        print(message, flush=True)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.gpu is not None and args.gpu != "cpu":
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", args.gpu)
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.epochs is not None:
+        overrides.append(f"optimizer.schedule.epochs={args.epochs}")
+    config = load_config(args.config, overrides)
+    device = select_device(args.gpu)
+    distributed.init_distributed(device)
+    run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"
+    if distributed.is_main():
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the run folder ({exc.strerror})", run_dir) from None
+        if not os.access(run_dir, os.W_OK):
+            raise InputError("run folder is not writable", run_dir)
+
+    index = OpenEDSIndex.from_dir(args.data_dir)
+    train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir)
+    pseudo_keys = allowed_pseudo_keys(args.pseudo_dir, val_keys) if args.pseudo_dir else None
+    trained_on = sorted(set(train_keys) | set(read_pseudo_manifest(args.pseudo_dir)["trained_on"] if args.pseudo_dir else []))
+    workers = config.data.workers if args.workers is None else args.workers
+    seed_everything(config.seed)
+    loaders = build_loaders(
+        config, index, train_keys, val_keys, pseudo_dir=args.pseudo_dir, pseudo_keys=pseudo_keys,
+        workers=workers, seed=config.seed, pin_memory=device.type == "cuda",
+    )
+
+    model = build_model(config).to(device)
+    if config.channels_last and device.type == "cuda":
+        model.to_channels_last()
+    criterion = build_loss(config.mask_loss.type, loss_params(config))
+    optimizer = build_optimizer(model, config.optimizer)
+    scheduler = build_scheduler(optimizer, config.optimizer, len(loaders.train))
+    amp_dtype, use_scaler = amp_settings(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    start_epoch, best_miou = 0, -1.0
+    history = History(run_dir / "history.csv")
+    resume_path = resolve_resume(args.resume, run_dir)
+    if resume_path is not None:
+        payload = load_checkpoint(resume_path)
+        try:
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            scaler.load_state_dict(payload["scaler"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot resume from this checkpoint: {str(exc).splitlines()[0][:160]}", resume_path) from None
+        start_epoch, best_miou = int(payload["epoch"]), float(payload["best_miou"])
+        restore_rng_state(payload["rng"])
+        history.truncate(start_epoch)
+        log(f"resumed {resume_path} at epoch {start_epoch} (best mIoU {best_miou:.4f})")
+    if distributed.is_main():
+        save_config(config, run_dir / "config.yaml")
+
+    train_model: torch.nn.Module = model
+    if config.compile:
+        train_model = torch.compile(train_model)
+    ddp = distributed.world_size() > 1
+    if ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    writer = None
+    if distributed.is_main():
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+    epochs = config.optimizer.schedule.epochs
+    log(
+        f"fold {args.fold}: {len(train_keys)} train + {len(pseudo_keys or [])} pseudo-labelled frames, "
+        f"{len(val_keys)} val, {epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"
+    )
+    for epoch in range(start_epoch, epochs):
+        seed_everything(config.seed + epoch)  # whatever ran before, epoch e draws the same numbers
+        loaders.sampler.set_epoch(epoch)
+        frozen = epoch < config.optimizer.freeze_encoder_epochs
+        # Single process: skip the encoder's backward entirely. DDP needs every parameter in
+        # the graph, so there the encoder's grads are computed and then dropped.
+        model.freeze_encoder(frozen and not ddp)
+        frozen_params = list(model.encoder.parameters()) if frozen and ddp else None
+        lr = optimizer.param_groups[0]["lr"]
+        try:
+            stats = train_one_epoch(
+                train_model, criterion, optimizer, scheduler, scaler, loaders.train, device,
+                epoch=epoch, epochs=epochs, amp_dtype=amp_dtype, clip=config.optimizer.clip,
+                pseudo_weight=config.pseudo.weight, frozen_params=frozen_params,
+            )
+        except TrainingDiverged as exc:
+            last = run_dir / "last.pt"
+            kept = f"; {last} (epoch {start_epoch if epoch == start_epoch else epoch}) is kept" if last.is_file() else ""
+            print(f"error: training diverged: {exc}{kept}", file=sys.stderr)
+            sys.exit(1)
+        row: dict[str, object] = {
+            "epoch": epoch + 1, "train_loss": round(stats.loss, 6), "lr": lr,
+            "epoch_time_s": round(stats.seconds, 2), "images_per_s": round(stats.images_per_s, 2),
+        }
+        is_last = epoch + 1 == epochs
+        improved = False
+        if (epoch + 1) % config.validation.interval == 0 or is_last:
+            t0 = time.perf_counter()
+            metrics = evaluate(model, loaders.val, device, tta=config.validation.tta, amp_dtype=amp_dtype,
+                               num_classes=config.num_classes)
+            row["val_miou"] = round(float(metrics["miou"]), 6)
+            row["val_miou_dataset"] = round(float(metrics["miou_dataset"]), 6)
+            for name, iou in zip(CLASS_NAMES, metrics["per_class_iou"], strict=False):
+                row[f"iou_{name}"] = round(float(iou), 6)
+            row["val_time_s"] = round(time.perf_counter() - t0, 2)
+            improved = float(metrics["miou"]) > best_miou
+            best_miou = max(best_miou, float(metrics["miou"]))
+        if distributed.is_main():
+            payload = {
+                "model": model_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch + 1, "best_miou": best_miou,
+                "config": config.model_dump(mode="json"), "rng": rng_state(),
+                # What this model learned from: the pseudo-label leakage rule reads it.
+                "trained_on": trained_on,
+            }
+            history.append(row)
+            if improved:
+                save_checkpoint(payload, run_dir / "best.pt")
+            save_checkpoint(payload, run_dir / "last.pt")
+            plot_progress(history.rows, run_dir / "progress.png", title=f"{run_dir.parent.name} fold {args.fold}")
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, float(value), epoch + 1)
+            writer.flush()
+            shown = f"val mIoU {row['val_miou']:.4f}" if "val_miou" in row else "no val"
+            log(f"epoch {epoch + 1}/{epochs}  loss {stats.loss:.4f}  {shown}  lr {lr:.2e}  "
+                f"{stats.images_per_s:.1f} img/s  {stats.seconds:.1f}s{'  *best*' if improved else ''}")
+        distributed.barrier()
+    if writer is not None:
+        writer.close()
+    log(f"done: best val mIoU {best_miou:.4f}; checkpoints in {run_dir}")
+    distributed.cleanup()
+
+
+if __name__ == "__main__":
+    main()

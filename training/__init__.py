@@ -1,0 +1,1 @@
+"""Training: schedules, augmentation, data loaders, the epoch loop, progress and resume state."""

@@ -1,0 +1,118 @@
+"""One epoch of training and one validation pass (the shared inference engine + metric)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dataset.openeds import IGNORE_INDEX
+from models.inference import EnsemblePredictor, autocast_context
+from utils import distributed
+from utils.metrics import SegmentationMeter
+
+__all__ = ["TrainingDiverged", "EpochStats", "train_one_epoch", "evaluate"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; training stops and the last good checkpoint stays."""
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def _weighted_loss(
+    criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor, pseudo: torch.Tensor | None, weight: float
+) -> torch.Tensor:
+    """The loss; with pseudo-labelled samples in the batch weighted by `weight` against real ones."""
+    if pseudo is None or weight == 1.0 or not pseudo.any() or pseudo.all():
+        return criterion(logits, masks)
+    real = criterion(logits[~pseudo], masks[~pseudo])
+    fake = criterion(logits[pseudo], masks[pseudo])
+    n_fake = pseudo.float().mean()
+    return (1 - n_fake) * real + n_fake * weight * fake
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    *,
+    epoch: int,
+    epochs: int,
+    amp_dtype: torch.dtype | None,
+    clip: float | None,
+    pseudo_weight: float = 1.0,
+    frozen_params: list[nn.Parameter] | None = None,
+) -> EpochStats:
+    """Train for one pass over `loader`; the lr scheduler steps every iteration."""
+    model.train()
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not distributed.is_main(), unit="batch")
+    for batch in bar:
+        frames = batch["image"].to(device, non_blocking=True)
+        masks = batch["mask"].to(device, non_blocking=True)
+        pseudo = batch.get("pseudo")
+        pseudo = pseudo.to(device) if pseudo is not None else None
+        with autocast_context(device, amp_dtype):
+            logits = model(frames)
+        loss = _weighted_loss(criterion, logits.float(), masks, pseudo, pseudo_weight)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {seen // len(frames) + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if frozen_params:  # DDP path of encoder freezing: drop the grads instead of not computing them
+            for param in frozen_params:
+                param.grad = None
+        if clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total_loss += loss.item() * len(frames)
+        seen += len(frames)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{seen / elapsed:.1f}")
+    stats = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
+    if distributed.world_size() > 1:
+        stats = distributed.all_gather_cat(stats[None]).sum(0)
+    loss_sum, count = stats.tolist()
+    return EpochStats(loss=loss_sum / max(count, 1) if count else math.nan, images=int(count), seconds=time.perf_counter() - start)
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    *,
+    tta: str = "hflip",
+    amp_dtype: torch.dtype | None = None,
+    num_classes: int = 4,
+) -> dict[str, object]:
+    """Validation through the shared engine and metric; per-image results gathered from all ranks."""
+    predictor = EnsemblePredictor([(model, 1.0)], tta=tta, device=device, amp_dtype=amp_dtype)
+    meter = SegmentationMeter(num_classes=num_classes, ignore_index=IGNORE_INDEX)
+    for batch in tqdm(loader, desc="validate", leave=False, disable=not distributed.is_main(), unit="batch"):
+        labels, _ = predictor.predict(batch["image"])
+        meter.update(labels.cpu(), batch["mask"], names=list(batch["name"]))
+    if distributed.world_size() > 1:
+        meter = SegmentationMeter.from_state(distributed.all_gather_cat(meter.state()), num_classes=num_classes)
+    return meter.compute()

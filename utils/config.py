@@ -1,0 +1,239 @@
+"""Experiment configuration: file (YAML or JSON) -> validated schema -> `--set` overrides.
+
+The schema keeps the original recipe's key names (reference/seed-efficientnet-b7.json loads
+unchanged and means what it meant) and adds the keys this repo needs. Validation is done by
+pydantic with `extra="forbid"`, so an unknown key or a wrong type is an error that names the
+key; `load_config` turns it into a one-line `InputError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from utils.errors import InputError
+
+__all__ = [
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "save_config",
+    "config_name",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ScheduleParams(_Strict):
+    # step: [[epoch, lr], ...] absolute learning rates from that epoch on (the recipe's format)
+    steps: list[tuple[int, float]] = Field(default_factory=list)
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    power: float = 0.9
+
+
+class Schedule(_Strict):
+    type: Literal["step", "cosine", "poly", "constant"] = "constant"
+    mode: Literal["epoch", "step"] = "epoch"
+    epochs: int = Field(10, ge=1)
+    params: ScheduleParams = Field(default_factory=ScheduleParams)
+
+
+class Optimizer(_Strict):
+    batch_size: int = Field(6, ge=1)
+    type: Literal["AdamW", "Adam", "SGD"] = "AdamW"
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    momentum: float = 0.9
+    clip: float | None = None
+    # The recipe trains the decoder alone for the first epoch, then everything.
+    freeze_encoder_epochs: int = Field(1, ge=0)
+    schedule: Schedule = Field(default_factory=Schedule)
+
+
+class Normalize(_Strict):
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+class Augmentation(_Strict):
+    """One albumentations transform by name, with its probability and parameters."""
+
+    name: str
+    p: float = Field(0.5, ge=0, le=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _recipe_augmentations() -> list[Augmentation]:
+    return [
+        Augmentation(name="HorizontalFlip", p=0.5),
+        Augmentation(name="ImageCompression", p=0.3, params={"quality_range": [60, 100]}),
+        Augmentation(name="RandomBrightnessContrast", p=0.5),
+        Augmentation(name="RandomGamma", p=0.5),
+    ]
+
+
+class Input(_Strict):
+    # Random training crop of the (unpadded) frame; null = whole frame. The recipe: 320 x 512.
+    crop_height: int | None = None
+    crop_width: int | None = None
+    # Train and predict at this fraction of the resolution; logits are resized back to full size.
+    scale: float = Field(1.0, gt=0, le=1)
+    normalize: Normalize = Field(default_factory=Normalize)
+    augmentations: list[Augmentation] = Field(default_factory=_recipe_augmentations)
+
+
+class LossWeights(_Strict):
+    dice: float = 0.0
+    focal: float = 0.0
+    bce: float = 0.0
+    ce: float = 0.0
+    lovasz: float = 0.0
+
+
+class LossParams(_Strict):
+    weights: LossWeights = Field(default_factory=lambda: LossWeights(dice=1, focal=1, bce=1))
+    ohpm: bool = False
+    ohpm_pixels: int = 131072
+    per_image: bool = False
+
+
+class MaskLoss(_Strict):
+    type: str = "ComboLoss"
+    params: LossParams = Field(default_factory=LossParams)
+
+
+class Validation(_Strict):
+    interval: int = Field(1, ge=1)  # epochs between validations (and always the last epoch)
+    batch_size: int = Field(8, ge=1)
+    tta: Literal["none", "hflip"] = "hflip"
+
+
+class Data(_Strict):
+    workers: int = Field(2, ge=0)
+    # Keep decoded frames in memory: PNG decoding dominates small-model epochs on a CPU.
+    cache: bool = True
+
+
+class Pseudo(_Strict):
+    # Share of each batch drawn from pseudo-labelled frames when --pseudo-dir is given.
+    share: float = Field(0.5, ge=0, lt=1)
+    # Loss weight of pseudo-labelled samples relative to real labels.
+    weight: float = Field(1.0, ge=0)
+
+
+class Config(_Strict):
+    models_zoo: Literal["qubvel", "smp"] = "qubvel"  # the recipe's name for segmentation-models-pytorch
+    network: str = "unet"
+    encoder: str = "efficientnet-b7"
+    # Extra keyword arguments of the smp architecture, e.g. decoder_channels: [64, 32, 16, 16, 8].
+    network_params: dict[str, Any] = Field(default_factory=dict)
+    # null (random init), or a local file with encoder or full-model weights. Never downloaded.
+    encoder_weights: str | None = None
+    in_channels: Literal[1, 3] = 3
+    num_classes: int = Field(4, ge=2)
+    fp16: bool = False  # mixed precision (float16 + GradScaler on CUDA)
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    cpu_bf16: bool = False  # bf16 autocast on CPU (only helps on CPUs with bf16 instructions)
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    input: Input = Field(default_factory=Input)
+    mask_loss: MaskLoss = Field(default_factory=MaskLoss)
+    validation: Validation = Field(default_factory=Validation)
+    data: Data = Field(default_factory=Data)
+    pseudo: Pseudo = Field(default_factory=Pseudo)
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, value: str) -> str:
+        from models.zoo import NETWORKS
+
+        if value.lower() not in NETWORKS:
+            raise ValueError(f"unknown network {value!r}; choose one of {sorted(NETWORKS)}")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        n = len(self.input.normalize.mean)
+        if n != len(self.input.normalize.std) or n not in (1, 3):
+            raise ValueError("input.normalize.mean and std must both have 1 or 3 values")
+        if (self.input.crop_height is None) != (self.input.crop_width is None):
+            raise ValueError("input.crop_height and input.crop_width must be given together")
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return f"bad value for '{key}': {error['msg']} (got {shown})"
+
+
+def config_from_dict(data: dict[str, Any], source: object = "config") -> Config:
+    """Validate a plain dict into a Config; errors become one-line InputErrors naming the key."""
+    if not isinstance(data, dict):
+        raise InputError("a config must be a mapping of keys to values", source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_describe(exc.errors()[0]), source) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to a nested dict; values are parsed as YAML (1e-3, true, [1,2])."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set expects key=value, got {item!r}")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise InputError(f"--set {dotted}: '{key}' is not a section")
+            node = child
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError("config file not found", path)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot parse config: {str(exc).splitlines()[0]}", path) from None
+    return data if data is not None else {}
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
+    """Read a YAML/JSON config, apply `--set` overrides and validate it."""
+    path = Path(path)
+    data = apply_overrides(_read_mapping(path), overrides or [])
+    return config_from_dict(data, path)
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config (every key, defaults included) as YAML, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(path)
+
+
+def config_name(path: Path | str) -> str:
+    """Run folder name for a config file: its stem (configs/cpu_fast.yaml -> cpu_fast)."""
+    return Path(path).stem
