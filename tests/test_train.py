@@ -1,0 +1,134 @@
+"""train.py end to end on tiny data: artifacts, learning, exact resume, config errors, torchrun."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import ROOT, assert_one_line_error, run_script
+
+from dataset.create_kfolds import main as create_kfolds_main
+from models.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.config import load_config
+
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture
+def fold_data(tiny_data: Path) -> Path:
+    create_kfolds_main(["--data-dir", str(tiny_data), "--folds", "2"])
+    return tiny_data
+
+
+def train(data: Path, out: Path, *extra: object, check: bool = True) -> subprocess.CompletedProcess:
+    return run_script(
+        "train.py", "--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, *extra, check=check
+    )
+
+
+def history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_short_run_learns_and_writes_every_artifact(fold_data: Path, tmp_path: Path) -> None:
+    train(fold_data, tmp_path / "runs", "--epochs", 4)
+    run = tmp_path / "runs" / "tiny" / "fold_0"
+    for name in ("best.pt", "last.pt", "config.yaml", "history.csv", "progress.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    rows = history(run / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0]
+    assert 0.0 <= float(rows[-1]["val_miou"]) <= 1.0
+    payload = load_checkpoint(run / "last.pt")
+    assert payload["epoch"] == 4
+    assert payload["best_miou"] == pytest.approx(max(float(r["val_miou"]) for r in rows), abs=1e-6)
+    assert set(payload["trained_on"]) <= {f"S_{s}/{n}" for s in range(4) for n in range(12)}
+    # The checkpoint alone rebuilds its model; the saved config equals the resolved one.
+    model, config, _ = model_from_checkpoint(run / "best.pt")
+    assert config == load_config(run / "config.yaml")
+    assert model(torch.zeros(1, 1, 400, 640, dtype=torch.uint8)).shape == (1, 4, 400, 640)
+
+
+def test_resumed_run_equals_uninterrupted(fold_data: Path, tmp_path: Path) -> None:
+    train(fold_data, tmp_path / "a", "--epochs", 3)
+    # Interrupted after epoch 1: keep that run's last.pt, then resume to the end.
+    train(fold_data, tmp_path / "b", "--epochs", 3)
+    run_b = tmp_path / "b" / "tiny" / "fold_0"
+    shutil.rmtree(run_b)
+    train(fold_data, tmp_path / "b", "--epochs", 1, "--set", "optimizer.schedule.epochs=1")
+    assert load_checkpoint(run_b / "last.pt")["epoch"] == 1
+    out = train(fold_data, tmp_path / "b", "--epochs", 3, "--resume", "auto")
+    assert "resumed" in out.stdout
+    a, b = weights(tmp_path / "a" / "tiny" / "fold_0" / "last.pt"), weights(run_b / "last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = history(run_b / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_same_seed_gives_same_checkpoint(fold_data: Path, tmp_path: Path) -> None:
+    train(fold_data, tmp_path / "a", "--epochs", 1)
+    train(fold_data, tmp_path / "b", "--epochs", 1)
+    a, b = weights(tmp_path / "a/tiny/fold_0/last.pt"), weights(tmp_path / "b/tiny/fold_0/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipe_json_loads_unchanged_and_builds_the_recipe_model() -> None:
+    config = load_config(ROOT / "configs" / "seed-efficientnet-b7.json")
+    assert (config.network, config.encoder, config.num_classes) == ("unet", "efficientnet-b7", 4)
+    assert config.optimizer.batch_size == 6 and config.optimizer.type == "AdamW" and config.optimizer.clip == 3
+    assert config.optimizer.schedule.params.steps[0] == (0, 0.003)
+    assert config.mask_loss.params.weights.model_dump(exclude_defaults=True) == {"dice": 1, "focal": 1, "bce": 1}
+    from models.zoo import build_model
+
+    model = build_model(config)
+    assert type(model.net).__name__ == "Unet"
+    assert type(model.encoder).__name__ == "EfficientNetEncoder"
+    assert model.net.segmentation_head[0].out_channels == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optimizer.bogus=1", "unknown key 'optimizer.bogus'"),
+        ("optimizer.batch_size=abc", "'optimizer.batch_size'"),
+        ("network=notanet", "'network'"),
+    ],
+)
+def test_bad_config_is_a_one_line_error(fold_data: Path, tmp_path: Path, override: str, needle: str) -> None:
+    proc = train(fold_data, tmp_path / "runs", "--set", override, check=False)
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_key_in_config_file_names_file_and_key(fold_data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text() + "\nlearning_rat: 0.1\n")
+    proc = run_script("train.py", "--config", bad, "--data-dir", fold_data, "--fold", 0, "--output-dir", tmp_path / "r", check=False)
+    assert_one_line_error(proc, str(bad), "unknown key 'learning_rat'")
+
+
+def test_torchrun_two_gloo_processes(fold_data: Path, tmp_path: Path) -> None:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    proc = subprocess.run(
+        [*torchrun, "train.py", "--config", str(TINY), "--data-dir", str(fold_data), "--fold", "0",
+         "--output-dir", str(tmp_path / "ddp"), "--epochs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ddp" / "tiny" / "fold_0"
+    model, _, payload = model_from_checkpoint(run / "last.pt")
+    assert payload["epoch"] == 2
+    rows = history(run / "history.csv")
+    assert len(rows) == 2  # rank 0 alone writes
