@@ -1,0 +1,648 @@
+"""Synthetic near-eye IR data in the exact OpenEDS 2020 Sparse Segmentation layout.
+
+No real data can be downloaded here, so every command and test in the repo trains and is
+judged on frames made by this module. Each sequence is one simulated person wearing a VR
+headset: a fixed identity (eye position, scale, skin, iris, lighting, camera) and a 5 Hz
+trajectory of gaze (smooth drift with saccades), pupil dilation and blinks. Each frame is
+rendered analytically at full resolution: every edge in the image is anti-aliased from a
+signed distance, and the label is the hard partition of the same distances (distance < 0),
+so labels are exact for the rendered geometry. Glints, eyelashes and streak reflections are
+drawn into the image only, never into the label, as in the real annotations.
+
+Layout written under `--out` (see DESIGN.md "The data"):
+
+    S_<k>/<n>.png              every frame, 8-bit gray, 640 x 400
+    S_<k>/label_<n>.npy        sparse labels, uint8 (400, 640), 0 bg, 1 sclera, 2 iris, 3 pupil
+    images.txt, labels.txt     indexes at the root
+    test.txt                   hidden-test frames, as `S_k/label_<n>.npy` lines (no file written)
+    test_sampleName_GT.pkl     their ground truth: {"S_k/<n>.npy": mask}
+
+    python -m dataset.synthetic --out data/synthetic --sequences 24 --frames 60 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.errors import InputError, cli_entry
+
+__all__ = [
+    "HEIGHT",
+    "WIDTH",
+    "MARKER_NAME",
+    "SequencePlan",
+    "EyeSequence",
+    "plan_sequence",
+    "generate",
+    "main",
+]
+
+HEIGHT, WIDTH = 400, 640
+# Marks a folder as ours (so a re-run may clear it); rewritten with the summary at the end.
+# Completeness is signalled by images.txt, which is written last.
+MARKER_NAME = "synthetic.json"
+INDEX_NAMES = ("images.txt", "labels.txt", "test.txt", "test_sampleName_GT.pkl")
+# Sensor noise defeats LZ matching anyway: Huffman-only is ~1.5x faster than level 1 and smaller.
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+
+# Polar iris texture table: rows are the normalised radius (pupil edge -> limbus), columns
+# the angle. Long in radius and thin in angle, so resampling gives radial fibres.
+IRIS_RHO, IRIS_THETA = 64, 720
+
+
+@dataclass(frozen=True)
+class SequencePlan:
+    """Which frames of one sequence get a label file and which are hidden test frames."""
+
+    index: int
+    frames: int
+    labeled: tuple[int, ...]
+    test: tuple[int, ...]
+
+
+def plan_sequence(
+    seed: int, index: int, frames: int, label_every: int, test_per_sequence: int
+) -> SequencePlan:
+    """Choose sparse labeled frames and hidden test frames for sequence `index`.
+
+    Labels are stratified: one frame drawn uniformly from each of ~frames/label_every equal
+    bins, so they spread through the sequence with jittered gaps (1 to 2*label_every-1
+    apart, like the real 1-76). Test frames are unlabeled frames strictly between the first
+    and last label, like the challenge's hidden frames. Raises InputError when the sequence
+    is too short to hold them.
+    """
+    if frames < 2:
+        raise InputError(f"--frames must be at least 2 (a first and a last label), got {frames}")
+    rng = np.random.default_rng([seed, index, 1])
+    count = max(2, round(frames / label_every))
+    # Integer bins of width >= 1 (count <= frames), so every bin yields a distinct frame.
+    edges = np.ceil(np.linspace(0, frames, count + 1)).astype(int)
+    labeled = [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    inside = np.setdiff1d(np.arange(labeled[0] + 1, labeled[-1]), labeled)
+    if len(inside) < test_per_sequence:
+        raise InputError(
+            f"--frames {frames} is too short: S_{index} has {len(inside)} unlabeled frames between its first and "
+            f"last label, --test-per-sequence needs {test_per_sequence}"
+        )
+    test = np.sort(rng.choice(inside, size=test_per_sequence, replace=False)) if test_per_sequence else []
+    return SequencePlan(index, frames, tuple(labeled), tuple(int(n) for n in test))
+
+
+def _smooth_noise(
+    rng: np.random.Generator, cells: tuple[int, int], size: tuple[int, int] = (HEIGHT, WIDTH)
+) -> np.ndarray:
+    """Zero-mean, unit-ish noise with features ~size/cells wide (bicubic upsampling of a coarse grid)."""
+    coarse = rng.standard_normal(cells).astype(np.float32)
+    return cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+@dataclass(frozen=True)
+class _FrameState:
+    """The moving parts of one frame (angles in radians, lengths in pixels)."""
+
+    gaze_x: float  # + moves the iris right in the image
+    gaze_y: float  # + moves the iris down in the image
+    openness: float  # upper lid: 0 closed (blink), 1 the identity's normal opening
+    pupil: float  # pupil radius / iris radius
+    slip_x: float  # headset slip of the whole eye
+    slip_y: float
+    gain: float  # LED/exposure flicker
+
+
+class EyeSequence:
+    """One simulated person: fixed identity, a precomputed 5 Hz trajectory, frame renderer.
+
+    All randomness comes from `np.random.default_rng([seed, index, ...])`, so a sequence
+    renders identically in any process and any frame can be rendered on its own.
+    """
+
+    def __init__(self, seed: int, index: int, frames: int) -> None:
+        self.seed, self.index, self.frames = seed, index, frames
+        rng = np.random.default_rng([seed, index, 2])
+        self._identity(rng)
+        self._static_layers(rng)
+        self.states = self._trajectory(rng)
+
+    def _identity(self, rng: np.random.Generator) -> None:
+        """Draw the per-person constants: geometry, camera, tones."""
+        u = rng.uniform
+        self.iris_r = u(82, 112)
+        self.eye_x, self.eye_y = WIDTH / 2 + u(-55, 55), HEIGHT / 2 + u(-5, 45)
+        self.half_width = self.iris_r * u(2.1, 2.6)  # corner to corner / 2
+        self.lid_up = self.iris_r * u(0.95, 1.4)  # upper lid height above the corner line
+        self.lid_lo = self.iris_r * u(0.45, 0.75)
+        self.lid_tilt = u(-0.08, 0.08)  # slope of the corner line
+        self.lid_skew_up, self.lid_skew_lo = u(-0.25, 0.25), u(-0.25, 0.25)
+        self.lid_rise = u(0.25, 0.45)  # how far the lower lid rises in a blink (x lid_lo)
+        self.open_base = u(0.75, 1.0)
+        self.ball_y = self.eye_y + u(-0.1, 0.2) * self.iris_r  # rotation centre, below the corner line
+        self.rot_r = self.iris_r * u(1.6, 1.9)  # eye rotation radius (12 mm ball, 6 mm iris)
+        # The camera sits below and to the side, so even a straight gaze is foreshortened.
+        self.cam_x, self.cam_y = u(-0.2, 0.2), u(-0.35, -0.1)
+        self.pupil_base = u(0.3, 0.5)
+        self.pupil_offset = rng.normal(0, 0.04, 2)  # pupils are rarely centred in the iris
+        self.pupil_aspect = u(0.92, 1.0)
+        self.blink_rate = u(0.03, 0.08)  # per 5 Hz frame
+        # Tones (linear, 0..1 before gamma): sclera brighter than skin, iris darker, pupil darkest.
+        self.skin = u(0.42, 0.6)
+        self.sclera = min(0.95, self.skin * u(1.3, 1.6))
+        self.iris = u(0.2, 0.42)
+        self.pupil_tone = u(0.03, 0.09)
+        self.gamma = u(0.8, 1.25)
+        self.exposure = u(0.85, 1.15)
+        self.blur = u(0.6, 1.2)
+        self.read_noise, self.shot_noise = u(0.008, 0.02), u(0.01, 0.025)
+
+    def _static_layers(self, rng: np.random.Generator) -> None:
+        """Precompute what does not move within a sequence: skin, lens, iris texture, lash/LED layouts."""
+        yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+        # Skin: smooth shading, mid-scale unevenness and pores.
+        fine = cv2.GaussianBlur(rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32), (0, 0), 0.8)
+        shading = 1 + 0.12 * _smooth_noise(rng, (3, 4)) + 0.04 * _smooth_noise(rng, (12, 18)) + 0.04 * fine
+        self.skin_map = (self.skin * shading).astype(np.float32)
+        self.fine = fine
+        self.noise_bank = rng.standard_normal(3 * HEIGHT * WIDTH, dtype=np.float32)
+        # Lens: a dark vignette and faint concentric rings of the headset optics.
+        lx, ly = WIDTH / 2 + rng.uniform(-40, 40), HEIGHT / 2 + rng.uniform(-30, 30)
+        radius = np.hypot(xx - lx, (yy - ly) * 1.1) / 380.0
+        vignette = np.clip(1 - rng.uniform(0.55, 0.8) * radius ** rng.uniform(2.0, 3.2), 0.05, 1)
+        period, phase = rng.uniform(14, 26), rng.uniform(0, 2 * np.pi)
+        rings = 1 + rng.uniform(0.02, 0.05) * np.sin(radius * 380 / period * 2 * np.pi + phase) * radius
+        self.lens = (vignette * rings).astype(np.float32)
+        # Streak reflections of the optics: long faint arcs, each blurred into a soft band.
+        streaks = np.zeros((HEIGHT, WIDTH), np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            centre = (int(rng.uniform(0, WIDTH)), int(rng.uniform(0, HEIGHT)))
+            axes = (int(rng.uniform(150, 500)), int(rng.uniform(40, 200)))
+            start = rng.uniform(0, 360)
+            cv2.ellipse(
+                streaks,
+                centre,
+                axes,
+                rng.uniform(0, 180),
+                start,
+                start + rng.uniform(20, 70),
+                255,
+                int(rng.integers(2, 7)),
+                cv2.LINE_AA,
+            )
+        self.streaks = cv2.GaussianBlur(streaks.astype(np.float32) / 255, (0, 0), 3) * rng.uniform(0.04, 0.12)
+        # Iris: radial fibres (noise long in radius, thin in angle), crypts, collarette.
+        fibres = cv2.resize(
+            rng.standard_normal((6, IRIS_THETA // 3)).astype(np.float32),
+            (IRIS_THETA, IRIS_RHO),
+            interpolation=cv2.INTER_CUBIC,
+        )
+        fibres += 0.5 * cv2.resize(
+            rng.standard_normal((12, IRIS_THETA)).astype(np.float32),
+            (IRIS_THETA, IRIS_RHO),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        crypts = np.clip(_smooth_noise(rng, (5, 36), (IRIS_RHO, IRIS_THETA)) - 1.0, 0, None)
+        s = np.linspace(0, 1, IRIS_RHO, dtype=np.float32)[:, None]
+        collarette = 1 + 0.12 * np.exp(-(((s - rng.uniform(0.25, 0.4)) / 0.06) ** 2))
+        limbus = 1 - rng.uniform(0.35, 0.6) * np.clip((s - 0.72) / 0.28, 0, 1) ** 1.5
+        ruff = 1 - 0.25 * np.exp(-s / 0.04)  # dark pigment rim at the pupil
+        texture = (1 + 0.16 * fibres - 0.35 * crypts) * collarette * limbus * ruff
+        # One wrap-around column so bilinear lookups across the angle seam are continuous.
+        self.iris_tex = np.concatenate([texture, texture[:, :1]], axis=1).astype(np.float32)
+        # Eyelashes: roots spread along the lids (denser towards the outer corner), most of
+        # the upper ones hanging over the eye as seen from a camera below the eye.
+        n_up, n_lo = int(rng.integers(70, 120)), int(rng.integers(25, 45))
+        self.lash_t = np.concatenate([rng.beta(2.2, 2.0, n_up) * 1.8 - 0.9, rng.uniform(-0.8, 0.8, n_lo)])
+        self.lash_upper = np.arange(n_up + n_lo) < n_up
+        down = np.where(rng.random(n_up) < 0.65, 1.0, -1.0)
+        self.lash_dir_y = np.concatenate([down, np.ones(n_lo)])
+        self.lash_len = np.concatenate([rng.uniform(18, 50, n_up), rng.uniform(8, 22, n_lo)])
+        self.lash_spread = rng.uniform(0.5, 1.2, n_up + n_lo)  # outward lean, x lash position
+        self.lash_curl = rng.normal(0, 0.25, n_up + n_lo)
+        self.lash_thick = rng.random(n_up + n_lo) < 0.3
+        self.lash_dark = rng.uniform(0.55, 0.85)
+        # LED ring: 8-12 LEDs around the lens, seen as glints on the cornea.
+        n_led = int(rng.integers(8, 13))
+        self.led_angle = (
+            np.linspace(0, 2 * np.pi, n_led, endpoint=False)
+            + rng.uniform(0, 2 * np.pi)
+            + rng.normal(0, 0.08, n_led)
+        )
+        self.led_axes = self.iris_r * np.array([rng.uniform(0.45, 0.7), rng.uniform(0.35, 0.55)])
+        self.led_size = rng.uniform(1.2, 2.6, n_led)
+
+    def _trajectory(self, rng: np.random.Generator) -> list[_FrameState]:
+        """Simulate the 5 Hz sequence: fixations with drift, saccades, pupil changes, blinks."""
+        max_x, max_y = 0.45, 0.32  # ~26 and ~18 degrees
+        target = np.array([rng.normal(0, 0.15), rng.normal(0, 0.1)])
+        gaze = target.copy()
+        pupil, slip = self.pupil_base, np.zeros(2)
+        states, reopening = [], False
+        for _ in range(self.frames):
+            if rng.random() < 0.22:  # saccade to a new target; the eye is there by the next sample
+                target = np.array([rng.normal(0, 0.5 * max_x), rng.normal(0, 0.5 * max_y)])
+                gaze = target + rng.normal(0, 0.02, 2)
+            else:  # fixation or slow pursuit
+                gaze = gaze + 0.5 * (target - gaze) + rng.normal(0, 0.025, 2)
+            gaze = np.clip(gaze, [-max_x, -max_y], [max_x, max_y])
+            pupil = float(np.clip(pupil + 0.3 * (self.pupil_base - pupil) + rng.normal(0, 0.03), 0.2, 0.68))
+            slip = 0.9 * slip + rng.normal(0, 0.8, 2)
+            openness = self.open_base * rng.uniform(0.93, 1.07)
+            if reopening:  # the frame after a full blink often catches the lid on its way up
+                openness *= rng.uniform(0.3, 0.85)
+                reopening = False
+            elif rng.random() < self.blink_rate:
+                full = rng.random() < 0.45
+                openness = 0.0 if full else openness * rng.uniform(0.05, 0.6)
+                reopening = full and rng.random() < 0.5
+            states.append(
+                _FrameState(
+                    float(gaze[0]),
+                    float(gaze[1]),
+                    openness,
+                    pupil,
+                    float(slip[0]),
+                    float(slip[1]),
+                    rng.uniform(0.96, 1.04),
+                )
+            )
+        return states
+
+    def _lids(self, state: _FrameState) -> tuple[np.ndarray, np.ndarray]:
+        """Upper and lower lid y for every image column (equal where the eye is closed)."""
+        xs = np.arange(WIDTH, dtype=np.float64)
+        ex, ey = self.eye_x + state.slip_x, self.eye_y + state.slip_y
+        t = np.clip((xs - ex) / self.half_width, -1, 1)
+        line = ey + self.lid_tilt * (xs - ex)
+        upper_shape = self.lid_up * (1 - t**2) ** 0.9 * (1 + self.lid_skew_up * t)
+        lower_shape = self.lid_lo * (1 - t**2) ** 1.2 * (1 + self.lid_skew_lo * t)
+        lower_open = line + lower_shape
+        closed = lower_open - self.lid_rise * lower_shape  # where the lids meet in a full blink
+        # The upper lid follows vertical gaze: it drops when looking down.
+        a = max(0.0, state.openness * (1 - 0.9 * state.gaze_y))
+        upper = closed - a * (closed - (line - upper_shape))
+        lower = lower_open - (1 - min(a, 1.0)) * self.lid_rise * lower_shape
+        return upper, lower
+
+    def _iris_geometry(self, state: _FrameState) -> tuple[np.ndarray, np.ndarray]:
+        """Iris centre (x, y) and the 2x2 map from image offsets to unit-iris coordinates.
+
+        The iris is a disk on a sphere: rotating by the gaze moves its centre by rot_r*sin
+        and foreshortens it along the viewing direction by cos(tilt).
+        """
+        centre = np.array(
+            [
+                self.eye_x + state.slip_x + self.rot_r * math.sin(state.gaze_x),
+                self.ball_y + state.slip_y + self.rot_r * math.sin(state.gaze_y),
+            ]
+        )
+        view = np.array([math.sin(state.gaze_x - self.cam_x), math.sin(state.gaze_y - self.cam_y)])
+        cos_tilt = math.sqrt(max(0.25, 1 - float(view @ view)))
+        phi = math.atan2(view[1], view[0])
+        rot = np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
+        to_unit = rot @ np.diag([1 / cos_tilt, 1.0]) @ rot.T / self.iris_r
+        return centre, to_unit
+
+    def render(self, n: int, glints: bool = True, lashes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Render frame `n`: (uint8 image (400, 640), uint8 label (400, 640)).
+
+        `glints` and `lashes` switch those image-only layers off; the label never changes.
+        """
+        state = self.states[n]
+        rng = np.random.default_rng([self.seed, self.index, 3, n])
+        upper, lower = self._lids(state)
+        upper32, lower32 = upper.astype(np.float32), lower.astype(np.float32)
+        crease = upper32 - 0.35 * self.iris_r * (0.3 + 0.7 * min(1.0, state.openness))
+        # Everything that depends on the eye lives in a band of rows around it (lashes, crease
+        # and lid margins included); outside it the frame is plain skin. Saves ~40% of the work.
+        top = max(0, int(crease.min()) - 56)
+        bottom = min(HEIGHT, int(lower32.max()) + 32)
+        rows = np.arange(top, bottom, dtype=np.float32)[:, None]
+
+        # Eye opening: signed distance to the nearer lid, normal to the lid curve.
+        up_norm = (1 / np.sqrt(1 + np.gradient(upper) ** 2)).astype(np.float32)
+        lo_norm = (1 / np.sqrt(1 + np.gradient(lower) ** 2)).astype(np.float32)
+        dist_open = np.minimum((rows - upper32) * up_norm, (lower32 - rows) * lo_norm)
+        opening = dist_open > 0
+        # A column whose lids meet must show no eyeball at all, not a half-covered seam.
+        cover_open = np.clip(dist_open + 0.5, 0, 1) * np.clip(lower32 - upper32, 0, 1)
+
+        # Eyeball: sclera darkening towards the corners (curvature) and under the upper lid (shadow).
+        ex = self.eye_x + state.slip_x
+        cols = np.arange(WIDTH, dtype=np.float32)
+        across = 1 - 0.35 * np.clip((cols - ex) / self.half_width, -1, 1) ** 2
+        # Lid shadow: 1 at the upper lid, fading within ~10 px below it.
+        shadow = np.exp(np.clip((upper32 - rows) / (0.08 * self.iris_r), -30, 0))
+        eye = self.sclera * across * (1 - 0.3 * shadow) * (1 + 0.03 * self.fine[top:bottom])
+
+        label = np.zeros((HEIGHT, WIDTH), np.uint8)
+        band_label = label[top:bottom]
+        band_label[opening] = 1
+        centre, to_unit = self._iris_geometry(state)
+        self._draw_iris(eye, band_label, opening, top, centre, to_unit, state)
+
+        # Skin around the eye, darker along the lid margins and in the upper lid crease.
+        # Both fade out past the eye corners, where the lid lines meet and run on as a straight line.
+        near_eye = np.clip((1.12 - np.abs(cols - ex) / self.half_width) / 0.3, 0, 1)
+        margins = 0.3 * np.exp(-np.abs(rows - upper32) / 6.0) + 0.2 * np.exp(-np.abs(rows - lower32) / 5.0)
+        margins += 0.18 * np.exp(-(((rows - crease) / 7.0) ** 2))
+        skin = self.skin_map[top:bottom] * (1 - near_eye * margins)
+        image = self.skin_map.copy()
+        band = image[top:bottom]
+        band[:] = skin + cover_open * (eye - skin)
+
+        if glints:
+            band += self._glints(state, centre, rng)[top:bottom] * cover_open
+        if lashes:
+            band *= 1 - self.lash_dark * self._lashes(upper, lower, state)[top:bottom]
+        # Optics and sensor: lens vignette and rings, streaks, exposure, focus blur, gamma, noise.
+        gain = self.exposure * state.gain
+        image = cv2.scaleAdd(cv2.multiply(image, self.lens, scale=gain), gain, self.streaks)
+        image = cv2.GaussianBlur(np.clip(image, 0, 1), (0, 0), self.blur)
+        cv2.pow(image, self.gamma, dst=image)
+        # Noise: a random window of the sequence's noise bank (drawing fresh normals costs more
+        # than the rest of the frame); read noise plus shot noise that grows with the signal.
+        start = int(rng.integers(0, self.noise_bank.size - HEIGHT * WIDTH))
+        noise = self.noise_bank[start : start + HEIGHT * WIDTH].reshape(HEIGHT, WIDTH)
+        image += noise * np.sqrt(self.read_noise**2 + self.shot_noise**2 * image)
+        return cv2.convertScaleAbs(image, alpha=255), label
+
+    def _draw_iris(
+        self,
+        eye: np.ndarray,
+        label: np.ndarray,
+        opening: np.ndarray,
+        top: int,
+        centre: np.ndarray,
+        to_unit: np.ndarray,
+        state: _FrameState,
+    ) -> None:
+        """Blend the textured iris and the pupil into `eye` and label them, within the iris box only.
+
+        `eye`, `label` and `opening` are the band of frame rows starting at row `top`.
+        """
+        reach = self.iris_r + 3
+        x0, x1 = max(0, int(centre[0] - reach)), min(WIDTH, int(centre[0] + reach) + 1)
+        y0, y1 = max(top, int(centre[1] - reach)), min(top + len(eye), int(centre[1] + reach) + 1)
+        if x0 >= x1 or y0 >= y1 or not opening[y0 - top : y1 - top, x0:x1].any():
+            return
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(centre[0])
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(centre[1])
+        y0, y1 = y0 - top, y1 - top  # band coordinates from here on
+        m = to_unit.astype(np.float32)
+        qx, qy = m[0, 0] * dx + m[0, 1] * dy, m[1, 0] * dx + m[1, 1] * dy
+        rho = np.sqrt(qx * qx + qy * qy) + 1e-6
+        # Signed distance in pixels = (rho - 1) / |grad rho|, grad rho = M^T q / rho.
+        gx, gy = (m[0, 0] * qx + m[1, 0] * qy) / rho, (m[0, 1] * qx + m[1, 1] * qy) / rho
+        dist_iris = (rho - 1) / np.sqrt(gx * gx + gy * gy)
+        # Pupil: an ellipse in unit-iris coordinates, offset and sized to stay inside the iris.
+        offset = self.pupil_offset.astype(np.float32)
+        radius = np.float32(min(state.pupil, 0.85 - float(np.hypot(*offset))))
+        px, py = (qx - offset[0]) / radius, (qy - offset[1]) / (radius * self.pupil_aspect)
+        rp = np.sqrt(px * px + py * py) + 1e-6
+        sx, sy = px / (rp * radius), py / (rp * radius * self.pupil_aspect)
+        gpx, gpy = m[0, 0] * sx + m[1, 0] * sy, m[0, 1] * sx + m[1, 1] * sy
+        dist_pupil = (rp - 1) / np.sqrt(gpx * gpx + gpy * gpy)
+
+        # Texture lookup: angle and the radius normalised between pupil edge and limbus, so
+        # a dilating pupil compresses the fibres as a real iris does.
+        theta = (np.arctan2(qy, qx) + np.pi) * (IRIS_THETA / (2 * np.pi))
+        s = np.clip((rho - radius) / (1 - radius), 0, 1) * (IRIS_RHO - 1)
+        tex = cv2.remap(self.iris_tex, theta.astype(np.float32), s.astype(np.float32), cv2.INTER_LINEAR)
+        box = eye[y0:y1, x0:x1]
+        cover_iris = np.clip(0.5 - dist_iris, 0, 1)
+        cover_pupil = np.clip(0.5 - dist_pupil, 0, 1)
+        box += cover_iris * (self.iris * tex - box)
+        box += cover_pupil * (self.pupil_tone - box)
+
+        inside = opening[y0:y1, x0:x1]
+        box_label = label[y0:y1, x0:x1]
+        iris_px = inside & (dist_iris < 0)
+        box_label[iris_px] = 2
+        box_label[iris_px & (dist_pupil < 0)] = 3
+
+    def _glints(self, state: _FrameState, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """LED glints (and now and then a short corneal streak) as an additive layer.
+
+        The corneal bulge moves about half as far as the iris with gaze, so the glint ring
+        lags the pupil, as in real eye-tracking images.
+        """
+        ball = np.array([self.eye_x + state.slip_x, self.ball_y + state.slip_y])
+        ring = ball + 0.55 * (centre - ball) + np.array([0.0, -0.1 * self.iris_r])
+        xs = ring[0] + self.led_axes[0] * np.cos(self.led_angle)
+        ys = ring[1] + self.led_axes[1] * np.sin(self.led_angle)
+        layer = np.zeros((HEIGHT, WIDTH), np.uint8)
+        # Glints off the cornea, on the sclera, are dimmer.
+        on_cornea = np.hypot(xs - centre[0], ys - centre[1]) < self.iris_r
+        for x, y, size, bright in zip(xs, ys, self.led_size, on_cornea, strict=True):
+            cv2.circle(
+                layer, (int(x * 16), int(y * 16)), int(size * 16), 255 if bright else 110, -1, cv2.LINE_AA, 4
+            )
+        if rng.random() < 0.3:
+            start = ring + rng.normal(0, 0.4 * self.iris_r, 2)
+            end = start + rng.normal(0, 0.3 * self.iris_r, 2)
+            cv2.line(
+                layer,
+                (int(start[0] * 16), int(start[1] * 16)),
+                (int(end[0] * 16), int(end[1] * 16)),
+                60,
+                3,
+                cv2.LINE_AA,
+                4,
+            )
+        glow = cv2.GaussianBlur(layer, (0, 0), 1.0).astype(np.float32)
+        return glow * np.float32(state.gain / 255 * 1.3)
+
+    def _lashes(self, upper: np.ndarray, lower: np.ndarray, state: _FrameState) -> np.ndarray:
+        """Eyelash coverage 0..1: curved strokes rooted on the current lid lines."""
+        ex = self.eye_x + state.slip_x
+        root_x = ex + self.lash_t * self.half_width * 0.97
+        column = np.clip(root_x.astype(int), 0, WIDTH - 1)
+        root_y = np.where(self.lash_upper, upper[column], lower[column])
+        # Each lash: a quadratic curve leaning outward, sampled at 4 points (sub-pixel, shift 4).
+        s = np.linspace(0, 1, 4)[None, :]
+        length = self.lash_len[:, None]
+        lean = self.lash_t[:, None] * self.lash_spread[:, None]
+        x = root_x[:, None] + length * (lean * s + self.lash_curl[:, None] * s**2)
+        y = root_y[:, None] + length * self.lash_dir_y[:, None] * (s - 0.35 * s**2)
+        points = (np.stack([x, y], axis=-1) * 16).astype(np.int32)
+        layer = np.zeros((HEIGHT, WIDTH), np.uint8)
+        cv2.polylines(layer, list(points[~self.lash_thick]), False, 255, 1, cv2.LINE_AA, 4)
+        cv2.polylines(layer, list(points[self.lash_thick]), False, 255, 2, cv2.LINE_AA, 4)
+        return layer.astype(np.float32) / 255
+
+
+def _write_sequence(job: tuple[Path, int, SequencePlan]) -> dict[str, np.ndarray]:
+    """Render and write every frame of one sequence; return the hidden test frames' masks."""
+    out, seed, plan = job
+    folder = out / f"S_{plan.index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    sequence = EyeSequence(seed, plan.index, plan.frames)
+    labeled, test = set(plan.labeled), set(plan.test)
+    ground_truth = {}
+    for n in range(plan.frames):
+        image, label = sequence.render(n)
+        cv2.imwrite(str(folder / f"{n}.png"), image, PNG_PARAMS)
+        if n in labeled:
+            np.save(folder / f"label_{n}.npy", label)
+        elif n in test:
+            ground_truth[f"S_{plan.index}/{n}.npy"] = label
+    return ground_truth
+
+
+def _single_thread() -> None:
+    """Worker initialiser: one OpenCV thread per process, so N workers use N cores."""
+    cv2.setNumThreads(1)
+
+
+def _prepare_out(out: Path) -> None:
+    """Make `out` ready: create it, or clear an earlier synthetic dataset; refuse anything else.
+
+    The marker file claims the folder before any frame is written, so a re-run after a
+    crash may clear it; the index files go first, so a half-cleared folder never looks
+    complete.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the output folder ({exc.strerror})", out) from exc
+    entries = list(out.iterdir())
+    if entries and not (out / MARKER_NAME).exists():
+        raise InputError("output folder is not empty and was not written by dataset.synthetic", out)
+    for name in INDEX_NAMES:
+        (out / name).unlink(missing_ok=True)
+    for path in entries:
+        if path.is_dir() and path.name.startswith("S_"):
+            shutil.rmtree(path)
+    _write_text(out / MARKER_NAME, [json.dumps({"complete": False})])
+
+
+def _write_text(path: Path, lines: list[str]) -> None:
+    """Write an index file through a temp file and rename, so it is either whole or absent."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def generate(
+    out: Path,
+    sequences: int = 24,
+    frames: int = 60,
+    label_every: int = 10,
+    test_per_sequence: int = 5,
+    seed: int = 0,
+    workers: int = 1,
+) -> dict:
+    """Write a synthetic OpenEDS 2020 dataset to `out` and return a summary dict.
+
+    Same arguments give byte-identical files whatever `workers` is (each sequence has its
+    own seed). Raises InputError for arguments that cannot make a valid dataset.
+    """
+    out = Path(out)
+    for name, value, least in (
+        ("--sequences", sequences, 1),
+        ("--label-every", label_every, 1),
+        ("--test-per-sequence", test_per_sequence, 0),
+        ("--workers", workers, 1),
+    ):
+        if value < least:
+            raise InputError(f"{name} must be at least {least}, got {value}")
+    plans = [plan_sequence(seed, k, frames, label_every, test_per_sequence) for k in range(sequences)]
+    _prepare_out(out)
+
+    start = time.perf_counter()
+    jobs = [(out, seed, plan) for plan in plans]
+    if workers == 1:
+        results = [_write_sequence(job) for job in jobs]
+    else:
+        # spawn: safe when the caller already runs threads (torch, OpenCV).
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(workers, sequences), initializer=_single_thread) as pool:
+            results = pool.map(_write_sequence, jobs, chunksize=1)
+    # Fresh arrays with the canonical uint8 dtype: masks unpickled from workers carry their
+    # own dtype objects, which would change the pickle's memo and so its bytes.
+    ground_truth = {}
+    for result in results:
+        for key, mask in result.items():
+            ground_truth[key] = np.empty((HEIGHT, WIDTH), np.uint8)
+            ground_truth[key][...] = mask
+
+    # Index files last: the folder only looks complete once everything else is on disk.
+    images = [f"S_{p.index}/{n}.png" for p in plans for n in range(frames)]
+    labels = [f"S_{p.index}/label_{n}.npy" for p in plans for n in p.labeled]
+    tests = [f"S_{p.index}/label_{n}.npy" for p in plans for n in p.test]
+    tmp = out / "test_sampleName_GT.pkl.tmp"
+    with open(tmp, "wb") as handle:
+        pickle.dump(ground_truth, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, out / "test_sampleName_GT.pkl")
+    _write_text(out / "test.txt", tests)
+    _write_text(out / "labels.txt", labels)
+    _write_text(out / "images.txt", images)
+    seconds = time.perf_counter() - start
+    summary = {
+        "out": str(out),
+        "sequences": sequences,
+        "frames": len(images),
+        "labels": len(labels),
+        "test_frames": len(tests),
+        "seed": seed,
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "frames_per_s": round(len(images) / seconds, 1),
+        "frames_per_s_per_worker": round(len(images) / seconds / min(workers, sequences), 1),
+    }
+    args = {"frames_per_sequence": frames, "label_every": label_every, "test_per_sequence": test_per_sequence}
+    _write_text(out / MARKER_NAME, [json.dumps({"complete": True, **args, **summary})])
+    return summary
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> dict:
+    """CLI: parse arguments, generate, print a one-line summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (created; an earlier synthetic one is replaced)",
+    )
+    parser.add_argument("--sequences", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=60, help="frames per sequence, all written as PNG")
+    parser.add_argument(
+        "--label-every", type=int, default=10, help="about one label file per this many frames"
+    )
+    parser.add_argument("--test-per-sequence", type=int, default=5, help="hidden test frames per sequence")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="processes, one sequence at a time each")
+    args = parser.parse_args(argv)
+    summary = generate(
+        args.out,
+        args.sequences,
+        args.frames,
+        args.label_every,
+        args.test_per_sequence,
+        args.seed,
+        args.workers,
+    )
+    print(
+        f"synthetic: {summary['sequences']} sequences, {summary['frames']} frames, {summary['labels']} labels, "
+        f"{summary['test_frames']} test frames -> {summary['out']} in {summary['seconds']:.1f} s "
+        f"({summary['frames_per_s']:.0f} frames/s, {summary['frames_per_s_per_worker']:.0f} per worker)"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""A prediction run: frames -> ensemble -> .npy masks and/or pseudo-labels, resumable and shardable.
+
+The engine is models/inference.EnsemblePredictor; this module owns the files around it:
+- every .npy is written atomically (temp file + os.replace): a killed run never leaves a partial
+  file, and a file of the exact size np.save gives a (400, 640) uint8 array counts as complete;
+- a rerun skips complete frames; `.predict_state.json` in each output folder fingerprints what
+  made its files (model weights + configs, weights, TTA, data dir, pseudo thresholds), and a run
+  with another fingerprint refuses to mix its files in unless `overwrite` (which first deletes
+  the files of the kind this run writes);
+- `shard=(i, n)` handles frames i, i+n, ...; output.txt (and the submission) or pseudo.json is
+  written by whichever shard finishes and finds every frame of the list done.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from dataset.openeds import (
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    OpenEDSIndex,
+    UnlabeledDataset,
+    image_relpath,
+    label_relpath,
+    pred_relpath,
+    write_sample_list,
+)
+from models.ensemble import Member
+from models.inference import EnsemblePredictor
+from models.pseudo import (
+    JOURNAL_GLOB,
+    FrameRecord,
+    PseudoJournal,
+    PseudoSettings,
+    manifest_path,
+    pseudo_manifest,
+    pseudo_masks,
+    read_journals,
+    trained_on_union,
+)
+from training.pseudo_keys import PSEUDO_MANIFEST
+from utils.errors import InputError
+from utils.submission import write_submission
+
+__all__ = [
+    "PredictJob",
+    "RunResult",
+    "parse_shard",
+    "inference_device",
+    "amp_dtype_for",
+    "save_npy_atomic",
+    "is_complete_mask",
+    "run_prediction",
+    "STATE_FILE",
+    "OUTPUT_LIST",
+]
+
+STATE_FILE = ".predict_state.json"
+OUTPUT_LIST = "output.txt"
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _npy_size() -> int:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8))
+    return buffer.tell()
+
+
+MASK_FILE_BYTES = _npy_size()  # 256,128: header + 400 * 640 bytes
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard expects i/n like 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise InputError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def inference_device(gpu: str | None) -> torch.device:
+    """'cpu' -> CPU; an index -> that CUDA device; None -> cuda:0 if present, else the CPU."""
+    if gpu == "cpu":
+        return torch.device("cpu")
+    if gpu is not None and not gpu.isdigit():
+        raise InputError(f"--gpu expects a device index like 0, or cpu; got {gpu!r}")
+    if not torch.cuda.is_available():
+        if gpu is not None:
+            print(
+                f"warning: --gpu {gpu} given but CUDA is not available; running on the CPU", file=sys.stderr
+            )
+        return torch.device("cpu")
+    index = int(gpu or 0)
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return torch.device("cuda", index)
+
+
+def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """'auto': fp16 autocast on CUDA, full fp32 on the CPU (CPU autocast rarely pays off)."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return PRECISIONS[precision]
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save to a temp file next to `path`, then rename: the file is whole or absent."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def is_complete_mask(path: Path) -> bool:
+    """A mask file written in full (its size is exactly that of a saved (400, 640) uint8 array)."""
+    try:
+        return path.stat().st_size == MASK_FILE_BYTES
+    except OSError:
+        return False
+
+
+@dataclass
+class PredictJob:
+    """What to predict and where; `keys` is the whole label file, in order (all shards)."""
+
+    data_dir: Path
+    keys: list[str]
+    tta: str
+    save_dir: Path | None = None
+    pseudo: PseudoSettings | None = None
+    submission: Path | None = None
+    shard: tuple[int, int] = (0, 1)
+    batch_size: int = 8
+    workers: int = 2
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp_dtype: torch.dtype | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class RunResult:
+    predicted: int  # frames run through the ensemble by this process
+    skipped_done: int  # frames of this shard already complete from an earlier run
+    output_list: Path | None = None  # output.txt, when every frame of the list is done
+    submission: Path | None = None
+    manifest: dict[str, Any] | None = None  # pseudo.json content, when every frame is done
+
+
+# --- output folders: fingerprint, stale content, overwrite --------------------------------------
+
+
+@dataclass(frozen=True)
+class _Folder:
+    """An output folder and the files of its kind (deleted by overwrite, signs of foreign content)."""
+
+    path: Path
+    kind: str  # "predictions" or "pseudo-labels"
+    patterns: tuple[str, ...]
+
+
+def _prediction_folder(path: Path) -> _Folder:
+    return _Folder(path, "predictions", ("S_*/[0-9]*.npy", OUTPUT_LIST))
+
+
+def _pseudo_folder(path: Path) -> _Folder:
+    return _Folder(path, "pseudo-labels", ("S_*/label_*.npy", JOURNAL_GLOB, PSEUDO_MANIFEST))
+
+
+def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool) -> dict[str, Any]:
+    identity: dict[str, Any] = {
+        "members": sorted([member.digest, member.weight] for member in members),
+        "tta": job.tta,
+        "data_dir": str(job.data_dir.resolve()),
+    }
+    if pseudo:
+        identity |= {"threshold": job.pseudo.threshold, "min_confident": job.pseudo.min_confident}
+    return {"identity": identity, "checkpoints": [member.describe() for member in members]}
+
+
+def _check_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Refuse (before anything is written) to continue into a folder made by another ensemble."""
+    path = folder.path
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output folder for {folder.kind} is not a directory", path)
+    if overwrite or not path.is_dir():
+        return
+    state_path = path / STATE_FILE
+    if state_path.is_file():
+        try:
+            previous = json.loads(state_path.read_text())["identity"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"unreadable {STATE_FILE}: pass --overwrite to start afresh", path) from None
+        if previous != fingerprint["identity"]:
+            differing = ", ".join(
+                k for k in fingerprint["identity"] if previous.get(k) != fingerprint["identity"][k]
+            )
+            raise InputError(
+                f"holds {folder.kind} of another ensemble (differs in: {differing}); "
+                "pass --overwrite to replace them or choose another folder",
+                path,
+            )
+    elif any(next(path.glob(pattern), None) for pattern in folder.patterns):
+        raise InputError(
+            f"holds {folder.kind} without {STATE_FILE} (made by another tool or run); "
+            "pass --overwrite to replace them or choose another folder",
+            path,
+        )
+
+
+def _claim_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Create the folder, check it is writable, clear it on overwrite, then record the fingerprint.
+
+    Clearing comes before the new fingerprint, so a run killed while clearing still refuses to
+    continue without --overwrite.
+    """
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror})", folder.path) from None
+    if not os.access(folder.path, os.W_OK | os.X_OK):
+        raise InputError("output folder is not writable", folder.path)
+    if overwrite:
+        for pattern in folder.patterns:
+            for stale in folder.path.glob(pattern):
+                stale.unlink()
+    try:
+        _write_text_atomic(folder.path / STATE_FILE, json.dumps(fingerprint, indent=1) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write to the output folder ({exc.strerror})", folder.path) from None
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+class _FramesOrError(Dataset):
+    """UnlabeledDataset whose unreadable frames come back as an error string, not an exception.
+
+    An exception raised in a DataLoader worker reaches the main process wrapped in the worker's
+    traceback text; carrying the message out keeps the user's error one clean line.
+    """
+
+    def __init__(self, frames: UnlabeledDataset) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return {**self.frames[index], "error": ""}
+        except InputError as exc:
+            blank = torch.zeros((1, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=torch.uint8)
+            return {"image": blank, "name": self.frames.keys[index], "error": str(exc)}
+
+
+def _check_images(data_dir: Path, keys: list[str]) -> None:
+    for key in keys:
+        if not (data_dir / image_relpath(key)).is_file():
+            raise InputError("image not found", data_dir / image_relpath(key))
+
+
+def _make_dirs(root: Path, keys: list[str]) -> None:
+    for sequence in dict.fromkeys(key.split("/")[0] for key in keys):
+        (root / sequence).mkdir(exist_ok=True)
+
+
+def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], None] = print) -> RunResult:
+    """Predict this shard's frames that are not done yet, then finish the outputs if all shards are."""
+    if job.save_dir is None and job.pseudo is None:
+        raise InputError("nothing to write: give a save dir and/or a pseudo-label dir")
+    if job.submission is not None and job.save_dir is None:
+        raise InputError("--submission needs --save-dir (it encodes the saved .npy files)")
+    index, count = job.shard
+    if job.overwrite and count > 1:
+        raise InputError(
+            "--overwrite with --shard i/n (n > 1) would let shards delete each other's files: "
+            "clear the folder once (one run with --overwrite, or rm -r), then start the shards"
+        )
+    shard_keys = job.keys[index::count]
+    _check_images(job.data_dir, shard_keys)
+
+    folders: list[tuple[_Folder, dict[str, Any]]] = []
+    if job.save_dir is not None:
+        folders.append((_prediction_folder(job.save_dir), _fingerprint(job, members, pseudo=False)))
+    if job.pseudo is not None:
+        pseudo_dir = job.pseudo.out_dir
+        if pseudo_dir.resolve() == job.data_dir.resolve():
+            raise InputError(
+                "the pseudo-label dir must not be the data dir (it would overwrite real labels)", pseudo_dir
+            )
+        if job.save_dir is not None and pseudo_dir.resolve() == job.save_dir.resolve():
+            raise InputError("the pseudo-label dir must differ from the save dir", pseudo_dir)
+        folders.append((_pseudo_folder(pseudo_dir), _fingerprint(job, members, pseudo=True)))
+    for folder, fingerprint in folders:  # all checks first: nothing is written if one fails
+        _check_folder(folder, fingerprint, job.overwrite)
+    for folder, fingerprint in folders:
+        _claim_folder(folder, fingerprint, job.overwrite)
+
+    records = read_journals(job.pseudo.out_dir) if job.pseudo is not None else {}
+
+    def needs_prediction(key: str) -> bool:
+        return job.save_dir is not None and not is_complete_mask(job.save_dir / pred_relpath(key))
+
+    def needs_pseudo(key: str) -> bool:
+        if job.pseudo is None:
+            return False
+        record = records.get(key)
+        return record is None or (
+            record.kept and not is_complete_mask(job.pseudo.out_dir / label_relpath(key))
+        )
+
+    pending = [key for key in shard_keys if needs_prediction(key) or needs_pseudo(key)]
+    done = len(shard_keys) - len(pending)
+    shard_note = f" (shard {index}/{count})" if count > 1 else ""
+    log(
+        f"{len(pending)} frames to predict{shard_note}, {done} already done; {len(members)} models, tta {job.tta}"
+    )
+    if pending:
+        _predict_pending(job, members, pending, needs_prediction, needs_pseudo)
+    result = _finish(job, members)
+    result.predicted, result.skipped_done = len(pending), done
+    return result
+
+
+def _predict_pending(
+    job: PredictJob,
+    members: list[Member],
+    pending: list[str],
+    needs_prediction: Callable[[str], bool],
+    needs_pseudo: Callable[[str], bool],
+) -> None:
+    for member in members:
+        if job.device.type == "cuda" and member.config.channels_last:
+            member.model.to_channels_last()
+    if job.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape
+    predictor = EnsemblePredictor(
+        [(member.model, member.weight) for member in members],
+        tta=job.tta,
+        device=job.device,
+        amp_dtype=job.amp_dtype,
+    )
+    dataset = _FramesOrError(UnlabeledDataset(job.data_dir, pending))
+    loader = DataLoader(
+        dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=job.device.type == "cuda"
+    )
+    # Which outputs each frame needs is decided before the loop: the checks stat files.
+    want_pred = {key for key in pending if needs_prediction(key)}
+    want_pseudo = {key for key in pending if needs_pseudo(key)}
+    if job.save_dir is not None:
+        _make_dirs(job.save_dir, sorted(want_pred))
+    journal = None
+    if job.pseudo is not None:
+        _make_dirs(job.pseudo.out_dir, sorted(want_pseudo))
+        journal = PseudoJournal(job.pseudo.out_dir, job.shard)
+    progress = tqdm(
+        total=len(pending), desc="predict", unit="frame", mininterval=0.5 if sys.stderr.isatty() else 30
+    )
+    try:
+        for batch in loader:
+            errors = [error for error in batch["error"] if error]
+            if errors:
+                raise InputError(errors[0])
+            names = list(batch["name"])
+            labels, confidence = predictor.predict(batch["image"])
+            if want_pred:
+                for key, mask in zip(names, labels.cpu().numpy(), strict=True):
+                    if key in want_pred:
+                        save_npy_atomic(job.save_dir / pred_relpath(key), mask)
+            if journal is not None:
+                masks, shares = pseudo_masks(labels, confidence, job.pseudo.threshold)
+                for key, mask, share in zip(names, masks.cpu().numpy(), shares.tolist(), strict=True):
+                    if key not in want_pseudo:
+                        continue
+                    kept = share >= job.pseudo.min_confident
+                    if kept:
+                        save_npy_atomic(job.pseudo.out_dir / label_relpath(key), mask)
+                    journal.append(FrameRecord(key, share, kept))
+            progress.update(len(names))
+    finally:
+        progress.close()
+        if journal is not None:
+            journal.close()
+
+
+def _finish(job: PredictJob, members: list[Member]) -> RunResult:
+    """Write output.txt / submission / pseudo.json if every frame of the list (all shards) is done."""
+    result = RunResult(predicted=0, skipped_done=0)
+    if job.save_dir is not None and all(is_complete_mask(job.save_dir / pred_relpath(k)) for k in job.keys):
+        result.output_list = job.save_dir / OUTPUT_LIST
+        write_sample_list(result.output_list, job.keys, style="pred")
+        if job.submission is not None:
+            write_submission(job.save_dir, [pred_relpath(key) for key in job.keys], job.submission)
+            result.submission = job.submission
+    if job.pseudo is not None:
+        records = read_journals(job.pseudo.out_dir)
+        if all(key in records for key in job.keys):
+            labeled: list[str] = []
+            if any(member.trained_on is None for member in members):
+                labeled = OpenEDSIndex.from_dir(job.data_dir).labeled_keys()
+            manifest = pseudo_manifest(
+                job.keys,
+                records,
+                trained_on_union([member.trained_on for member in members], labeled),
+                [member.describe() for member in members],
+                job.tta,
+                job.pseudo,
+            )
+            _write_text_atomic(manifest_path(job.pseudo.out_dir), json.dumps(manifest, indent=1) + "\n")
+            result.manifest = manifest
+    return result

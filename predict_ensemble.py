@@ -1,0 +1,132 @@
+"""Predict frames with a weighted ensemble + TTA: .npy masks, output.txt, submission, pseudo-labels.
+
+    python predict_ensemble.py --data-dir D --label-file D/test.txt --save-dir preds \\
+        --ensemble configs/ensemble.yaml --submission preds/submission.json
+    python predict_ensemble.py --data-dir D --label-file D/unlabeled.txt --pseudo-dir pseudo \\
+        --checkpoints runs/a/fold_0/best.pt runs/a/fold_1/best.pt --threshold 0.9 --min-confident 0.95
+    # n GPUs: one process per shard; the last one to finish writes output.txt / pseudo.json
+    python predict_ensemble.py ... --shard 0/2 --gpu 0 &  python predict_ensemble.py ... --shard 1/2 --gpu 1
+
+--label-file is required: it names the frames (S_0/label_3.npy lines, like the challenge's test
+list or dataset.create_kfolds' unlabeled.txt), so a run never predicts 29k frames by accident.
+A rerun continues where a killed one stopped; a folder made by another ensemble is refused
+unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dataset.openeds import read_sample_list
+from models.ensemble import DEFAULT_TTA, load_members, read_ensemble_file, spec_from_checkpoints
+from models.inference import TTA_MODES
+from models.predict import (
+    PRECISIONS,
+    PredictJob,
+    amp_dtype_for,
+    inference_device,
+    parse_shard,
+    run_prediction,
+)
+from models.pseudo import PseudoSettings
+from utils.errors import InputError, cli_entry
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root")
+    parser.add_argument(
+        "--label-file", required=True, type=Path, help="frames to predict (S_0/label_3.npy lines)"
+    )
+    parser.add_argument("--save-dir", type=Path, help="predictions: S_k/<n>.npy and output.txt")
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument(
+        "--ensemble", type=Path, help="ensemble YAML: members (checkpoint globs, weights), tta"
+    )
+    models.add_argument("--checkpoints", nargs="+", help="checkpoints, weight 1 each (configs embedded)")
+    parser.add_argument(
+        "--tta", choices=sorted(TTA_MODES), help=f"overrides the ensemble file's (default {DEFAULT_TTA})"
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding PNGs")
+    parser.add_argument("--gpu", help="CUDA device index, or 'cpu' (default: cuda:0 if present)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="auto",
+        help="auto: fp16 autocast on CUDA, fp32 on CPU",
+    )
+    parser.add_argument("--shard", default="0/1", help="i/n: this process predicts frames i, i+n, i+2n, ...")
+    parser.add_argument(
+        "--submission", type=Path, help="also write the challenge JSON here (needs --save-dir)"
+    )
+    parser.add_argument(
+        "--pseudo-dir", type=Path, help="write confidence-filtered pseudo-labels + pseudo.json here"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.9, help="pseudo: min softmax confidence of a kept pixel"
+    )
+    parser.add_argument(
+        "--min-confident",
+        type=float,
+        default=0.95,
+        help="pseudo: min share of confident pixels of a kept frame",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of another ensemble")
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.save_dir is None and args.pseudo_dir is None:
+        raise InputError("give --save-dir (predictions), --pseudo-dir (pseudo-labels) or both")
+    if args.batch_size < 1 or args.workers < 0:
+        raise InputError("--batch-size must be >= 1 and --workers >= 0")
+    if not (0 < args.threshold <= 1 and 0 <= args.min_confident <= 1):
+        raise InputError("--threshold must be in (0, 1] and --min-confident in [0, 1]")
+    shard = parse_shard(args.shard)
+    keys = read_sample_list(args.label_file)
+    spec = read_ensemble_file(args.ensemble) if args.ensemble else spec_from_checkpoints(args.checkpoints)
+    members = load_members(spec, args.ensemble or "--checkpoints")
+    device = inference_device(args.gpu)
+    job = PredictJob(
+        data_dir=args.data_dir,
+        keys=keys,
+        tta=args.tta or spec.tta or DEFAULT_TTA,
+        save_dir=args.save_dir,
+        pseudo=PseudoSettings(args.pseudo_dir, args.threshold, args.min_confident)
+        if args.pseudo_dir
+        else None,
+        submission=args.submission,
+        shard=shard,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=device,
+        amp_dtype=amp_dtype_for(args.precision, device),
+        overwrite=args.overwrite,
+    )
+    result = run_prediction(job, members)
+    if args.save_dir is not None:
+        if result.output_list is not None:
+            extra = f", submission {result.submission}" if result.submission else ""
+            print(f"predictions of {len(keys)} frames in {args.save_dir}: {result.output_list}{extra}")
+        else:
+            print(f"shard {args.shard} done; output.txt is written by the shard that completes the list")
+    if args.pseudo_dir is not None:
+        if result.manifest is not None:
+            s = result.manifest["summary"]
+            print(
+                f"pseudo-labels: kept {s['kept']}/{s['frames']} frames (skipped {s['skipped']} below "
+                f"{args.min_confident:.0%} confident pixels); mean confident share {s['mean_confident_share']:.3f}, "
+                f"ignored pixels in kept {s['ignored_pixel_share']:.3f} -> {args.pseudo_dir}"
+            )
+        else:
+            print(f"shard {args.shard} done; pseudo.json is written by the shard that completes the list")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Score saved predictions against ground truth: mIoU table, JSON, overlays of the worst frames.
+
+    python validate.py --data-dir D --pred-dir preds --fold 0                 # fold_0_val.txt labels
+    python validate.py --data-dir D --pred-dir preds --label-file my_list.txt  # S_0/label_3.npy lines
+    python validate.py --data-dir D --pred-dir preds --gt-pkl test_sampleName_GT.pkl --json m.json
+    python validate.py ... --overlays worst/ --worst 16                        # PNGs + worst/worst.png
+
+Predictions are PRED/S_k/<n>.npy (np.save, uint8 (400, 640)). A missing or malformed one fails
+the whole run (exit 2) before anything is printed or written. A relative --label-file or
+--gt-pkl that does not exist as given is looked up in --data-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from utils.errors import InputError, cli_entry
+from utils.overlays import write_worst_overlays
+from utils.report import (
+    GroundTruth,
+    format_report,
+    ground_truth_from_fold,
+    ground_truth_from_list,
+    ground_truth_from_pickle,
+    rank_frames,
+    score_predictions,
+    write_json,
+)
+
+DEFAULT_WORST = 16
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", required=True, type=Path, metavar="DIR", help="OpenEDS 2020 layout root"
+    )
+    parser.add_argument(
+        "--pred-dir", required=True, type=Path, metavar="DIR", help="predictions: S_k/<n>.npy"
+    )
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--fold", type=int, metavar="K", help="score the labels of fold_<k>_val.txt")
+    truth.add_argument(
+        "--label-file", type=Path, metavar="FILE", help="score the labels listed (S_0/label_3.npy lines)"
+    )
+    truth.add_argument(
+        "--gt-pkl",
+        type=Path,
+        metavar="PKL",
+        help="test ground-truth pickle (trusted files only: pickle runs code)",
+    )
+    parser.add_argument(
+        "--folds-dir", type=Path, metavar="DIR", help="where fold_<k>_val.txt is (default: the data dir)"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics to this JSON file")
+    parser.add_argument(
+        "--overlays", type=Path, metavar="DIR", help="write overlays of the worst frames to this folder"
+    )
+    parser.add_argument(
+        "--worst", type=int, metavar="N", help=f"how many worst frames to draw (default {DEFAULT_WORST})"
+    )
+    return parser.parse_args(argv)
+
+
+def _in_data_dir(path: Path, data_dir: Path) -> Path:
+    """``path`` as given, unless only the same relative path under the data dir exists."""
+    return data_dir / path if not path.exists() and (data_dir / path).exists() else path
+
+
+def load_ground_truth(args: argparse.Namespace) -> GroundTruth:
+    if args.fold is not None:
+        return ground_truth_from_fold(args.data_dir, args.fold, args.folds_dir)
+    if args.label_file is not None:
+        return ground_truth_from_list(args.data_dir, _in_data_dir(args.label_file, args.data_dir))
+    return ground_truth_from_pickle(_in_data_dir(args.gt_pkl, args.data_dir))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.worst is not None and args.overlays is None:
+        raise InputError("--worst needs --overlays DIR")
+    worst = DEFAULT_WORST if args.worst is None else args.worst
+    if worst < 1:
+        raise InputError(f"--worst must be at least 1, got {worst}")
+
+    truth = load_ground_truth(args)
+    meter = score_predictions(truth, args.pred_dir)
+    metrics = meter.compute()
+    written = []
+    if args.overlays is not None:
+        ranked = rank_frames(meter)[:worst]
+        written = write_worst_overlays(args.overlays, ranked, args.data_dir, truth, args.pred_dir)
+    if args.json is not None:
+        write_json(args.json, metrics)
+
+    header = f"validate: predictions {args.pred_dir} against {truth.source}"
+    print(format_report(metrics, meter.names, header))
+    if args.overlays is not None:
+        print(f"\noverlays: {len(written) - 1} worst frames + contact sheet -> {written[-1]}")
+    if args.json is not None:
+        print(f"metrics -> {args.json}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
