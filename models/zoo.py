@@ -60,7 +60,12 @@ class SegmentationModel(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
-    def forward(self, frames: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, scale: float | None = None, resize_back: bool = True) -> torch.Tensor:
+        """Logits at the input's size, or at the network's (reduced) size if not `resize_back`.
+
+        Training uses the network's size with masks resized to it: at scale 0.5 the loss
+        over full-size logits costs as much as the network's own backward pass on a CPU.
+        """
         height, width = frames.shape[-2:]
         scale = self.scale if scale is None else scale
         x = frames.float()
@@ -80,7 +85,7 @@ class SegmentationModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
         logits = logits[..., top : top + h, left : left + w]
-        if (h, w) != (height, width):
+        if resize_back and (h, w) != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits
 

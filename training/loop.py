@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -72,7 +73,9 @@ def train_one_epoch(
         pseudo = batch.get("pseudo")
         pseudo = pseudo.to(device) if pseudo is not None else None
         with autocast_context(device, amp_dtype):
-            logits = model(frames)
+            logits = model(frames, resize_back=False)
+        if logits.shape[-2:] != masks.shape[-2:]:  # reduced input scale: nearest keeps 255 = ignore
+            masks = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
         loss = _weighted_loss(criterion, logits.float(), masks, pseudo, pseudo_weight)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {seen // len(frames) + 1}")

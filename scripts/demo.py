@@ -1,0 +1,99 @@
+"""`make demo`: the whole recipe on synthetic data, on the CPU, in minutes, ending in a report.
+
+Every stage runs the real command a user would type (printed before it runs), so the demo
+doubles as a walk-through. Stages: synthetic dataset -> folds -> train 2 folds of cpu_fast
+-> [pseudo-label round] -> ensemble + hflip TTA on the held-out test frames ->
+submission.json -> validate against the test ground truth -> report folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from utils.demo_report import write_report
+
+STAGE_TIMES: list[tuple[str, float]] = []
+
+
+def stage(name: str, *command: object) -> None:
+    """Run one stage's command, streaming its output, and record its time."""
+    line = " ".join(str(c) for c in command)
+    print(f"\n==> [{name}] {line}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, *map(str, command)])
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        print(f"==> [{name}] FAILED (exit {result.returncode}) after {seconds:.0f}s", flush=True)
+        sys.exit(result.returncode)
+    STAGE_TIMES.append((name, seconds))
+    print(f"==> [{name}] done in {seconds:.0f}s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("demo"))
+    parser.add_argument("--config", type=Path, default=Path("configs/cpu_fast.yaml"))
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1], help="folds to train")
+    parser.add_argument("--pseudo", action="store_true", help="add one pseudo-label round (see BENCHMARKS.md)")
+    parser.add_argument("--sequences", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=60)
+    args = parser.parse_args(argv)
+    out, config = args.out, args.config
+    data, runs, preds, report = out / "data", out / "runs", out / "preds", out / "report"
+    start = time.perf_counter()
+
+    if (data / "test_sampleName_GT.pkl").is_file():
+        print(f"==> [data] {data} exists: kept (delete it to regenerate)")
+    else:
+        stage("data", "-m", "dataset.synthetic", "--out", data, "--sequences", args.sequences,
+              "--frames", args.frames, "--label-every", 10, "--test-per-sequence", 5, "--workers", 2)
+    # Folds by frame: validation frames sit between training labels of the same sequences,
+    # like the challenge's test frames, so val mIoU estimates the test score.
+    stage("folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", 5, "--by", "frame")
+    name = config.stem
+    for fold in args.folds:
+        stage(f"train fold {fold}", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
+              "--output-dir", runs, "--resume", "auto")
+    checkpoints = [runs / name / f"fold_{fold}" / "best.pt" for fold in args.folds]
+    if args.pseudo:
+        pseudo = out / "pseudo"
+        stage("pseudo-labels", "predict_ensemble.py", "--data-dir", data, "--label-file", data / "unlabeled.txt",
+              "--pseudo-dir", pseudo, "--checkpoints", *checkpoints, "--tta", "hflip")
+        for fold in args.folds:
+            stage(f"train fold {fold} + pseudo", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
+                  "--output-dir", runs, "--name", f"{name}_pseudo", "--pseudo-dir", pseudo, "--resume", "auto")
+        checkpoints = [runs / f"{name}_pseudo" / f"fold_{fold}" / "best.pt" for fold in args.folds]
+    stage("predict test", "predict_ensemble.py", "--data-dir", data, "--label-file", data / "test.txt",
+          "--save-dir", preds, "--checkpoints", *checkpoints, "--tta", "hflip",
+          "--submission", preds / "submission.json", "--overwrite")
+    if report.exists():
+        shutil.rmtree(report)
+    report.mkdir(parents=True)
+    stage("validate", "validate.py", "--data-dir", data, "--pred-dir", preds, "--gt-pkl",
+          data / "test_sampleName_GT.pkl", "--json", report / "metrics.json", "--overlays", report / "worst", "--worst", 12)
+
+    total = time.perf_counter() - start
+    metrics = json.loads((report / "metrics.json").read_text())
+    run_dirs = [checkpoints[i].parent for i in range(len(checkpoints))]
+    page = write_report(report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json")
+    width = max(len(n) for n, _ in STAGE_TIMES)
+    print("\n" + "=" * 60)
+    print("OpenEDS-Seg demo summary")
+    for stage_name, seconds in STAGE_TIMES:
+        print(f"  {stage_name:<{width}}  {seconds:7.1f} s")
+    print(f"  {'total':<{width}}  {total:7.1f} s")
+    print(f"  test frames: {metrics['n_images']}   mIoU {metrics['miou']:.4f}   "
+          f"dataset mIoU {metrics['miou_dataset']:.4f}   2019 mIoU {metrics['miou_2019']:.4f}")
+    print(f"  submission: {preds / 'submission.json'}")
+    print(f"  report:     {page}")
+    print("=" * 60)
+
+
+if __name__ == "__main__":
+    main()
