@@ -48,6 +48,7 @@ class SegmentationModel(nn.Module):
         self.net = net
         self.in_channels = in_channels
         self.scale = scale
+        self._channels_last = False
         mean_t = torch.tensor(mean, dtype=torch.float32)
         std_t = torch.tensor(std, dtype=torch.float32)
         if in_channels == 1 and mean_t.numel() == 3:
@@ -81,15 +82,13 @@ class SegmentationModel(nn.Module):
         x = x * self._mul + self._add  # broadcasts the 1-channel frame to 3 channels if needed
         if self.in_channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if next(self.parameters()).is_cuda and self._channels_last:
+        if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
         logits = logits[..., top : top + h, left : left + w]
         if resize_back and (h, w) != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits
-
-    _channels_last = False
 
     def to_channels_last(self) -> SegmentationModel:
         """channels_last memory format (a CUDA/tensor-core speed-up; the CPU path keeps NCHW)."""

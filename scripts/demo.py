@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> None:
               "--output-dir", runs, "--resume", "auto")
     checkpoints = [runs / name / f"fold_{fold}" / "best.pt" for fold in args.folds]
     if args.pseudo:
-        pseudo = out / "pseudo"
-        stage("pseudo-labels", "predict_ensemble.py", "--data-dir", data, "--label-file", data / "unlabeled.txt",
-              "--pseudo-dir", pseudo, "--checkpoints", *checkpoints, "--tta", "hflip")
-        for fold in args.folds:
+        # One round per fold, from that fold's own model: it never saw the fold's val labels,
+        # so the leakage rule (training/pseudo_keys.py) keeps every pseudo-labelled frame.
+        for fold, checkpoint in zip(args.folds, checkpoints, strict=True):
+            pseudo = out / "pseudo" / f"fold_{fold}"
+            stage(f"pseudo-labels fold {fold}", "predict_ensemble.py", "--data-dir", data,
+                  "--label-file", data / "unlabeled.txt", "--pseudo-dir", pseudo, "--checkpoints", checkpoint,
+                  "--tta", "hflip")
             stage(f"train fold {fold} + pseudo", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
                   "--output-dir", runs, "--name", f"{name}_pseudo", "--pseudo-dir", pseudo, "--resume", "auto")
         checkpoints = [runs / f"{name}_pseudo" / f"fold_{fold}" / "best.pt" for fold in args.folds]
