@@ -132,3 +132,30 @@ def test_torchrun_two_gloo_processes(fold_data: Path, tmp_path: Path) -> None:
     assert payload["epoch"] == 2
     rows = history(run / "history.csv")
     assert len(rows) == 2  # rank 0 alone writes
+
+
+def test_train_consumes_pseudo_labels_under_the_leakage_rule(fold_data: Path, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from dataset.openeds import OpenEDSIndex, label_relpath, parse_sample_name, read_sample_list
+
+    index = OpenEDSIndex.from_dir(fold_data)
+    val = read_sample_list(fold_data / "fold_0_val.txt")
+    unlabeled = index.unlabeled_keys()
+    pseudo = tmp_path / "pseudo"
+    for key in unlabeled:
+        mask = np.full((400, 640), 255, np.uint8)
+        mask[100:300, 200:400] = 1
+        (pseudo / label_relpath(key)).parent.mkdir(parents=True, exist_ok=True)
+        np.save(pseudo / label_relpath(key), mask)
+    # The producing models saw one val label: its sequence's pseudo-labels must be dropped.
+    leaked = parse_sample_name(val[0])[0]
+    manifest = {"keys": unlabeled, "trained_on": [val[0], *read_sample_list(fold_data / "fold_0_train.txt")]}
+    (pseudo / "pseudo.json").write_text(json.dumps(manifest))
+    expected = [k for k in unlabeled if parse_sample_name(k)[0] != leaked]
+    out = train(fold_data, tmp_path / "runs", "--epochs", 1, "--pseudo-dir", pseudo, "--set", "pseudo.weight=0.5")
+    assert f"+ {len(expected)} pseudo-labelled frames" in out.stdout
+    payload = load_checkpoint(tmp_path / "runs" / "tiny" / "fold_0" / "last.pt")
+    assert val[0] in payload["trained_on"]  # inherited from the pseudo-labels' producers
