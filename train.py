@@ -84,13 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     device = select_device(args.gpu)
     distributed.init_distributed(device)
     run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"
-    if distributed.is_main():
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the run folder ({exc.strerror})", run_dir) from None
-        if not os.access(run_dir, os.W_OK):
-            raise InputError("run folder is not writable", run_dir)
 
     index = OpenEDSIndex.from_dir(args.data_dir)
     train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir)
@@ -123,12 +116,23 @@ def main(argv: list[str] | None = None) -> None:
             scheduler.load_state_dict(payload["scheduler"])
             scaler.load_state_dict(payload["scaler"])
         except (KeyError, ValueError, RuntimeError) as exc:
-            raise InputError(f"cannot resume from this checkpoint: {str(exc).splitlines()[0][:160]}", resume_path) from None
+            # The whole message, whitespace collapsed: its first line alone ("Error(s) in loading
+            # state_dict for SegmentationModel:") does not say which keys or shapes differ.
+            detail = " ".join(str(exc).split())[:240]
+            raise InputError(f"cannot resume from this checkpoint: {detail}", resume_path) from None
         start_epoch, best_miou = int(payload["epoch"]), float(payload["best_miou"])
         restore_rng_state(payload["rng"])
         history.truncate(start_epoch)
         log(f"resumed {resume_path} at epoch {start_epoch} (best mIoU {best_miou:.4f})")
     if distributed.is_main():
+        # Created only now, after every input (data, folds, resume checkpoint) has been checked:
+        # a bad input leaves no empty run folder behind.
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the run folder ({exc.strerror})", run_dir) from None
+        if not os.access(run_dir, os.W_OK):
+            raise InputError("run folder is not writable", run_dir)
         save_config(config, run_dir / "config.yaml")
 
     train_model: torch.nn.Module = model

@@ -19,6 +19,7 @@ from utils.errors import InputError, cli_entry
 from utils.overlays import write_worst_overlays
 from utils.report import (
     GroundTruth,
+    check_writable_dir,
     format_report,
     ground_truth_from_fold,
     ground_truth_from_list,
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
     if worst < 1:
         raise InputError(f"--worst must be at least 1, got {worst}")
 
+    if not args.data_dir.is_dir():
+        raise InputError("data directory not found", args.data_dir)
+    # Both outputs are checked before anything is scored or written: a bad --json path must not
+    # fail after the overlays were written (or the reverse).
+    for folder in (args.overlays, args.json.parent if args.json is not None else None):
+        if folder is not None:
+            check_writable_dir(folder)
     truth = load_ground_truth(args)
     meter = score_predictions(truth, args.pred_dir)
     metrics = meter.compute()

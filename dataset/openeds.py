@@ -8,6 +8,7 @@ Every reader checks what it reads and raises a one-line ``InputError`` naming th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -189,7 +190,10 @@ def write_sample_list(path: Path, keys: Iterable[str], style: str = "label") -> 
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        # suppress: under a path that is not a folder, unlink fails too (NotADirectoryError),
+        # and that would replace the one-line error below with a traceback.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write sample list ({exc.strerror})", path) from None
 
 

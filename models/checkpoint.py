@@ -11,6 +11,7 @@ reads it: no pickled code runs when a checkpoint is opened.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, not a torch file...
+        # A pickled object (a class or function reference) is refused unloaded: say which one,
+        # so it reads as "not a plain checkpoint" rather than as a corrupt file.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise InputError(
+                f"holds a pickled object ({refused.group(1)}), not only tensors and plain values: "
+                "refused unloaded (torch.load weights_only=True); nothing in it was run",
+                path,
+            ) from None
         raise InputError(f"not a readable checkpoint ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or not ({"model", "state_dict"} & set(payload)):
         raise InputError("not a checkpoint: no 'model' or 'state_dict' entry", path)

@@ -280,6 +280,8 @@ class _FramesOrError(Dataset):
 
 
 def _check_images(data_dir: Path, keys: list[str]) -> None:
+    if not data_dir.is_dir():  # else the error would name the first frame, not the real problem
+        raise InputError("data directory not found", data_dir)
     for key in keys:
         if not (data_dir / image_relpath(key)).is_file():
             raise InputError("image not found", data_dir / image_relpath(key))

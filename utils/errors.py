@@ -22,8 +22,21 @@ class InputError(Exception):
     """
 
     def __init__(self, message: str, path: object | None = None) -> None:
-        text = f"{path}: {message}" if path is not None else message
+        text = f"{path}: {message}" if path is not None else _unwrap_worker_message(str(message))
         super().__init__(" ".join(str(text).split()))
+
+
+def _unwrap_worker_message(text: str) -> str:
+    """The original message of an InputError that torch re-raised from a DataLoader worker.
+
+    torch rebuilds a worker's exception as ``InputError("Caught InputError in DataLoader worker
+    process 0.\nOriginal Traceback ...\nutils.errors.InputError: <message>")``; keeping only
+    <message> makes a bad file found by a worker the same one clean line as with workers=0.
+    """
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return text
+    last = text.rstrip().rsplit("\n", 1)[-1]  # "utils.errors.InputError: <message>"
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def cli_entry(main: F) -> F:

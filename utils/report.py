@@ -8,6 +8,7 @@ from ``utils.metrics.SegmentationMeter``; nothing here computes an IoU of its ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -45,6 +46,7 @@ __all__ = [
     "score_predictions",
     "rank_frames",
     "format_report",
+    "check_writable_dir",
     "write_bytes_atomic",
     "write_json",
 ]
@@ -244,6 +246,19 @@ def format_report(
     return "\n".join(lines)
 
 
+def check_writable_dir(path: Path) -> None:
+    """InputError unless ``path`` is, or could be created as, a writable folder; creates nothing.
+
+    Lets a command with several outputs fail before writing the first, not after.
+    """
+    path = Path(path)
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise InputError(f"cannot write here: {existing} is not a folder", path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError("cannot write here: folder not writable", existing)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file via a temporary sibling and a rename, so it is never seen half-written."""
     path = Path(path)
@@ -253,7 +268,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        # suppress: under a path that is not a folder, unlink fails too (NotADirectoryError),
+        # and that would replace the one-line error below with a traceback.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write ({exc.strerror})", path) from None
 
 

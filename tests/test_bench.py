@@ -1,0 +1,47 @@
+"""The benchmark scripts run on tiny sizes and write their rows (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import write_tiny_dataset
+from helpers import ROOT, run_script
+
+from bench.infer import Setting, make_checkpoints, run_engine
+from bench.naive import naive_predict
+from bench.run_all import END, HEADING, render_section, update_markdown
+from dataset.openeds import OpenEDSIndex
+from models.ensemble import load_members, spec_from_checkpoints
+from utils.config import load_config
+
+
+def test_engine_matches_naive_loop_on_the_same_checkpoints(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data", sequences=1, frames=4)
+    config = load_config(ROOT / "configs" / "tiny.yaml", ["input.scale=1.0", "in_channels=3"])
+    paths = make_checkpoints(tmp_path, data, config, count=2, calibration_frames=2)
+    members = load_members(spec_from_checkpoints([str(path) for path in paths]))
+    keys = OpenEDSIndex.from_dir(data).all_keys()[:4]
+    reference, _ = naive_predict([member.model for member in members], data, keys)
+    labels, seconds, _ = run_engine(members, data, keys, Setting(batch_size=2, workers=0))
+    assert labels.shape == reference.shape == (4, 400, 640) and seconds > 0
+    assert (labels == reference).mean() >= 0.995
+
+
+def test_memory_probe_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    write_tiny_dataset(tmp_path / "data", sequences=1, frames=8)
+    proc = run_script("-m", "bench.memory", "predict", "--work-dir", tmp_path, "--frames", 16, "--workers", 0)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["fps"] > 0 and result["main_mib"] > 0
+
+
+def test_section_is_replaced_and_other_sections_kept(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\n## Demo\n\nlead's text\n")
+    machine = {"cpu": "cpu", "cores": "2", "isa": "-", "torch": "x", "threads": "2"}
+    update_markdown(path, render_section(machine, "make bench", 1.0, ["| a | 1 |"]))
+    path.write_text(path.read_text().replace(END, END + "\n\nhand-written notes\n") + "\n## Pseudo\n\nmore\n")
+    update_markdown(path, render_section(machine, "make bench", 2.0, ["| b | 2 |"]))
+    text = path.read_text()
+    assert text.count(HEADING) == 1 and "| b | 2 |" in text and "| a | 1 |" not in text
+    assert "## Demo\n\nlead's text" in text and "hand-written notes" in text and "## Pseudo\n\nmore" in text
