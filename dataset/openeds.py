@@ -8,7 +8,6 @@ Every reader checks what it reads and raises a one-line ``InputError`` naming th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.atomic import write_bytes_atomic
 from utils.errors import InputError
 
 __all__ = [
@@ -183,18 +183,7 @@ def write_sample_list(path: Path, keys: Iterable[str], style: str = "label") -> 
     """Write keys one per line as label (default), image or pred relpaths; atomically."""
     to_name = _STYLES[style]
     text = "".join(f"{to_name(key)}\n" for key in keys)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        # suppress: under a path that is not a folder, unlink fails too (NotADirectoryError),
-        # and that would replace the one-line error below with a traceback.
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write sample list ({exc.strerror})", path) from None
+    write_bytes_atomic(Path(path), text.encode(), what="sample list")
 
 
 def _read_listed_frames(path: Path) -> list[tuple[str, int]]:

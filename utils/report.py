@@ -8,7 +8,6 @@ from ``utils.metrics.SegmentationMeter``; nothing here computes an IoU of its ow
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -33,6 +32,7 @@ from dataset.openeds import (
     read_label,
     read_sample_list,
 )
+from utils.atomic import write_bytes_atomic
 from utils.errors import InputError
 from utils.metrics import SegmentationMeter, class_iou
 
@@ -257,22 +257,6 @@ def check_writable_dir(path: Path) -> None:
         raise InputError(f"cannot write here: {existing} is not a folder", path)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError("cannot write here: folder not writable", existing)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file via a temporary sibling and a rename, so it is never seen half-written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        # suppress: under a path that is not a folder, unlink fails too (NotADirectoryError),
-        # and that would replace the one-line error below with a traceback.
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write ({exc.strerror})", path) from None
 
 
 def write_json(path: Path, metrics: dict[str, Any]) -> None:
