@@ -7,7 +7,14 @@ same augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
-import albumentations as A
+import os
+
+# albumentations checks PyPI for a newer version at import unless told not to. Nothing here
+# may touch the network at run time, and on a machine without DNS the failed lookup cost
+# over a minute per process (seen on the GPU machine, BENCHMARKS.md).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 import numpy as np
 import torch
 from torch.utils.data import Dataset
