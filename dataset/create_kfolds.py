@@ -1,8 +1,9 @@
 """Seeded k-fold splits of the labeled frames, written once as editable sample lists.
 
-``python -m dataset.create_kfolds --data-dir D [--folds 10] [--seed 42] [--by sequence|frame] [--out-dir D]``
-writes ``fold_<k>_train.txt`` / ``fold_<k>_val.txt`` (``S_0/label_3.npy`` lines, the original format)
-and ``unlabeled.txt`` (every frame without a label, named the same way, like the challenge test list).
+``python -m dataset.create_kfolds --data-dir D [--folds 10] [--seed 42] [--by sequence|frame] [--out-dir D]
+[--exclude D/test.txt]`` writes ``fold_<k>_train.txt`` / ``fold_<k>_val.txt`` (``S_0/label_3.npy`` lines,
+the original format) and ``unlabeled.txt`` (every frame without a label, named the same way, like the
+challenge test list, less any frame listed in ``--exclude``).
 
 ``--by sequence`` (the recipe) holds out whole sequences: validation measures generalisation to new
 eyes. ``--by frame`` holds out labeled frames inside every sequence, like the hidden test set whose
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.openeds import OpenEDSIndex, write_sample_list
+from dataset.openeds import OpenEDSIndex, read_sample_list, write_sample_list
 from utils.errors import InputError, cli_entry
 
 __all__ = ["SPLIT_MODES", "UNLABELED_LIST", "create_kfolds", "fold_files", "write_kfolds", "main"]
@@ -114,6 +115,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out-dir", type=Path, default=None, help="where to write the lists (default: --data-dir)"
     )
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        default=None,
+        help="frames to leave out of unlabeled.txt, e.g. the test list, so pseudo-labels never see them",
+    )
     return parser.parse_args(argv)
 
 
@@ -121,9 +128,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     index = OpenEDSIndex.from_dir(args.data_dir)
+    excluded = set(read_sample_list(args.exclude)) if args.exclude is not None else set()
     splits = create_kfolds(index, args.folds, args.seed, args.by)
     out_dir = args.out_dir if args.out_dir is not None else args.data_dir
-    unlabeled = index.unlabeled_keys()
+    unlabeled = [key for key in index.unlabeled_keys() if key not in excluded]
     write_kfolds(out_dir, splits, unlabeled)
     for k, (train, val) in enumerate(splits):
         sequences = len({index.sequence_of(key) for key in val})

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
               "--frames", args.frames, "--label-every", 10, "--test-per-sequence", 5, "--workers", 2)
     # Folds by frame: validation frames sit between training labels of the same sequences,
     # like the challenge's test frames, so val mIoU estimates the test score.
-    stage("folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", 5, "--by", "frame")
+    # Test frames are left out of unlabeled.txt: pseudo-labels never train on scored images.
+    stage("folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", 5, "--by", "frame",
+          "--exclude", data / "test.txt")
     name = config.stem
     for fold in args.folds:
         stage(f"train fold {fold}", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
