@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     model = build_model(config).to(device)
-    if config.channels_last and device.type == "cuda":
+    if config.channels_last:  # CUDA tensor cores; on CPUs with AMX/AVX-512 too (BENCHMARKS.md)
         model.to_channels_last()
     criterion = build_loss(config.mask_loss.type, loss_params(config))
     optimizer = build_optimizer(model, config.optimizer)

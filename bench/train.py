@@ -98,14 +98,16 @@ def naive_throughput(config: Config, data_dir: Path, epochs: int, workers: int) 
 def run_training(work_dir: Path, epochs: int = 2, log: Callable[[str], None] = print) -> dict:
     """Naive loop, train.py's loop in fp32, with cpu_bf16, and with channels_last; rows for the report."""
     data_dir = synthetic_data(work_dir / "data")
-    config = load_config(TRAIN_CONFIG)
+    # Each row switches exactly one lever on a plain fp32 NCHW base: cpu_fast itself turns on
+    # bf16 and channels_last, which the fp32 row must not inherit.
+    config = load_config(TRAIN_CONFIG, ["cpu_bf16=false", "channels_last=false"])
     workers = config.data.workers
     naive = naive_throughput(config, data_dir, epochs, workers)
     rows = [{"name": "naive loop", "ips": naive, "speedup": 1.0, "note": "the recipe, fp32"}]
     log(f"naive loop: {naive:.2f} images/s")
     variants = [
         ("train.py loop", config, False, "cached frames, uint8 batches, loss at network size, fp32"),
-        ("train.py loop, cpu_bf16", load_config(TRAIN_CONFIG, ["cpu_bf16=true"]), False, "bf16 autocast"),
+        ("train.py loop, cpu_bf16", load_config(TRAIN_CONFIG, ["cpu_bf16=true", "channels_last=false"]), False, "bf16 autocast"),
         ("train.py loop, channels_last", config, True, "fp32, channels_last weights"),
     ]
     for name, variant_config, channels_last, note in variants:

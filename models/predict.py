@@ -358,7 +358,7 @@ def _predict_pending(
     needs_pseudo: Callable[[str], bool],
 ) -> None:
     for member in members:
-        if job.device.type == "cuda" and member.config.channels_last:
+        if member.config.channels_last:
             member.model.to_channels_last()
     if job.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch has the same shape

@@ -91,7 +91,7 @@ class SegmentationModel(nn.Module):
         return logits
 
     def to_channels_last(self) -> SegmentationModel:
-        """channels_last memory format (a CUDA/tensor-core speed-up; the CPU path keeps NCHW)."""
+        """channels_last memory format: faster convolutions on CUDA and on CPUs with AMX/AVX-512."""
         self._channels_last = True
         return self.to(memory_format=torch.channels_last)
 
