@@ -25,6 +25,7 @@ from models.predict import (
     PRECISIONS,
     PredictJob,
     amp_dtype_for,
+    auto_min_area,
     inference_device,
     parse_shard,
     run_prediction,
@@ -75,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.95,
         help="pseudo: min share of confident pixels of a kept frame",
     )
+    parser.add_argument(
+        "--min-area",
+        default="0",
+        help="drop a class from a frame where it covers fewer pixels than this: N (all classes but "
+        "background), 'auto' (half its smallest area in the members' training labels) or 0 (off)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of another ensemble")
     return parser.parse_args(argv)
 
@@ -88,11 +95,19 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if not (0 < args.threshold <= 1 and 0 <= args.min_confident <= 1):
         raise InputError("--threshold must be in (0, 1] and --min-confident in [0, 1]")
+    if args.min_area != "auto" and not (args.min_area.isdigit()):
+        raise InputError(f"--min-area must be a whole number of pixels or 'auto', got {args.min_area!r}")
     shard = parse_shard(args.shard)
     keys = read_sample_list(args.label_file)
     spec = read_ensemble_file(args.ensemble) if args.ensemble else spec_from_checkpoints(args.checkpoints)
     members = load_members(spec, args.ensemble or "--checkpoints")
     device = inference_device(args.gpu)
+    if args.min_area == "auto":
+        min_area = auto_min_area(args.data_dir, members)
+    else:
+        min_area = (0,) + (int(args.min_area),) * (members[0].config.num_classes - 1)
+    if any(min_area):
+        print(f"min area per class (pixels): {list(min_area)}")
     job = PredictJob(
         data_dir=args.data_dir,
         keys=keys,
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         device=device,
         amp_dtype=amp_dtype_for(args.precision, device),
         overwrite=args.overwrite,
+        min_area=min_area if any(min_area) else None,
     )
     result = run_prediction(job, members)
     if args.save_dir is not None:

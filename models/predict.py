@@ -35,6 +35,7 @@ from dataset.openeds import (
     image_relpath,
     label_relpath,
     pred_relpath,
+    read_label,
     write_sample_list,
 )
 from models.ensemble import Member
@@ -63,6 +64,7 @@ __all__ = [
     "save_npy_atomic",
     "is_complete_mask",
     "run_prediction",
+    "auto_min_area",
     "STATE_FILE",
     "OUTPUT_LIST",
 ]
@@ -70,6 +72,30 @@ __all__ = [
 STATE_FILE = ".predict_state.json"
 OUTPUT_LIST = "output.txt"
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def auto_min_area(data_dir: Path, members: list[Member]) -> tuple[int, ...]:
+    """Per class, half the smallest area it covers in any label the members trained on.
+
+    The rule needs nothing but the training labels (recorded in each checkpoint's trained_on):
+    a class drawn on fewer pixels than half of its smallest labelled appearance is taken to be
+    noise. Background gets 0 (never dropped); a class never seen in a label gets 0 too.
+    """
+    for member in members:
+        if not member.trained_on:
+            raise InputError(
+                "--min-area auto needs checkpoints that record their training labels; give a number", member.checkpoint
+            )
+    keys = sorted({key for member in members for key in member.trained_on or []})
+    classes = members[0].config.num_classes
+    never = np.iinfo(np.int64).max
+    smallest = np.full(classes, never, dtype=np.int64)
+    for key in keys:
+        label = read_label(Path(data_dir) / label_relpath(key))
+        counts = np.bincount(label.ravel(), minlength=classes)[:classes]
+        present = counts > 0
+        smallest[present] = np.minimum(smallest[present], counts[present])
+    return (0, *(int(area) // 2 if area != never else 0 for area in smallest[1:]))
 
 
 def _npy_size() -> int:
@@ -161,6 +187,7 @@ class PredictJob:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp_dtype: torch.dtype | None = None
     overwrite: bool = False
+    min_area: tuple[int, ...] | None = None  # per class; see inference.drop_small_classes
 
 
 @dataclass
@@ -200,6 +227,8 @@ def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool) -> dict[s
     }
     if pseudo:
         identity |= {"threshold": job.pseudo.threshold, "min_confident": job.pseudo.min_confident}
+    if job.min_area is not None and any(job.min_area):
+        identity["min_area"] = list(job.min_area)
     return {"identity": identity, "checkpoints": [member.describe() for member in members]}
 
 
@@ -367,6 +396,7 @@ def _predict_pending(
         tta=job.tta,
         device=job.device,
         amp_dtype=job.amp_dtype,
+        min_area=job.min_area,
     )
     dataset = _FramesOrError(UnlabeledDataset(job.data_dir, pending))
     loader = DataLoader(

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                   "--output-dir", runs, "--name", f"{name}_pseudo", "--pseudo-dir", pseudo, "--resume", "auto")
         checkpoints = [runs / f"{name}_pseudo" / f"fold_{fold}" / "best.pt" for fold in args.folds]
     stage("predict test", "predict_ensemble.py", "--data-dir", data, "--label-file", data / "test.txt",
-          "--save-dir", preds, "--checkpoints", *checkpoints, "--tta", "hflip",
+          "--save-dir", preds, "--checkpoints", *checkpoints, "--tta", "hflip", "--min-area", "auto",
           "--submission", preds / "submission.json", "--overwrite")
     if report.exists():
         shutil.rmtree(report)

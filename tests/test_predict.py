@@ -18,7 +18,7 @@ import predict_ensemble
 from dataset.openeds import image_relpath, read_image
 from models.checkpoint import model_from_checkpoint, save_checkpoint
 from models.ensemble import load_members, read_ensemble_file
-from models.inference import EnsemblePredictor
+from models.inference import EnsemblePredictor, drop_small_classes
 from models.predict import is_complete_mask, save_npy_atomic
 from models.zoo import build_model
 from utils.config import load_config
@@ -225,3 +225,52 @@ def test_ensemble_file_errors_name_the_key_and_the_glob(tmp_path: Path) -> None:
     path.write_text(f"members: [{{checkpoint: '{tmp_path}/runs/*/best.pt'}}]\n")
     with pytest.raises(InputError, match=r"'.*/runs/\*/best.pt' matches no file"):
         load_members(read_ensemble_file(path), path)
+
+
+def test_drop_small_classes_hands_tiny_classes_to_their_runner_up() -> None:
+    # 2 frames of 4 x 5 pixels, 4 classes, background 0.6 everywhere.
+    probs = torch.zeros(2, 4, 4, 5)
+    probs[:, 0] = 0.6
+    # Frame 0, a closed eye with a speck: 2 pixels of pupil whose runner-up is iris.
+    probs[0, 3, 0, :2] = 0.9
+    probs[0, 2, 0, :2] = 0.7
+    # Frame 1: 3 pixels of iris (row 1) above 3 pixels of pupil (row 2).
+    probs[1, 2, 1:3, 1:4] = 0.8
+    probs[1, 3, 2, 1:4] = 0.9
+    before = probs.argmax(dim=1)
+    assert (before[0] == 3).sum() == 2 and (before[1] == 2).sum() == 3 and (before[1] == 3).sum() == 3
+    after = drop_small_classes(probs, [0, 4, 4, 3]).argmax(dim=1)
+    # Frame 0: pupil (2 < 3) dropped, its pixels become iris, iris (2 < 4) dropped: background.
+    assert (after[0] == 0).all()
+    # Frame 1: iris (3 < 4) dropped to background; pupil (3 >= 3) kept.
+    assert (after[1] == 2).sum() == 0 and (after[1] == 3).sum() == 3 and (after[1] == 0).sum() == 17
+    # Off (all zeros) is the identity; the count must match the classes.
+    torch.testing.assert_close(drop_small_classes(probs, [0, 0, 0, 0]), probs)
+    with pytest.raises(ValueError, match="4 classes"):
+        drop_small_classes(probs, [0, 1])
+
+
+def test_min_area_auto_comes_from_the_training_labels_and_enters_the_fingerprint(
+    setup: dict, tmp_path: Path
+) -> None:
+    trained_on = ["S_0/1", "S_1/4"]
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt", [], 1, trained_on)
+    areas = []
+    for key in trained_on:
+        label = np.load(setup["data"] / f"{key.split('/')[0]}/label_{key.split('/')[1]}.npy")
+        areas.append(np.bincount(label.ravel(), minlength=4))
+    present = [[a[c] for a in areas if a[c] > 0] for c in range(4)]
+    expected = [0] + [int(min(p)) // 2 if p else 0 for p in present[1:]]
+    out = tmp_path / "preds"
+    proc = predict(setup, out, "--checkpoints", checkpoint, "--min-area", "auto")
+    assert f"min area per class (pixels): {expected}" in proc.stdout
+    assert json.loads((out / ".predict_state.json").read_text())["identity"]["min_area"] == expected
+    # The same folder with the rule off is another run: refused without --overwrite.
+    refused = predict(setup, out, "--checkpoints", checkpoint, check=False)
+    assert refused.returncode == 2 and "min_area" in refused.stderr
+    # A checkpoint that does not record its labels cannot use auto; a bad value is one line.
+    for value, needle in (("auto", "record their training labels"), ("-5", "--min-area must be")):
+        other = setup["unet"] if value == "auto" else checkpoint  # setup's models list no labels
+        bad = predict(setup, tmp_path / "p2", "--checkpoints", other, "--min-area", value, check=False)
+        assert_one_line_error(bad, needle)
+        assert not (tmp_path / "p2").exists()
