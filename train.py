@@ -57,6 +57,27 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return Path(resume)
 
 
+# Keys a resumed run may change: how long it trains, how it loads and validates. Anything
+# else (model, optimizer, loss, augmentations, seed, scale) would silently mix two recipes.
+RESUMABLE_CHANGES = ("optimizer.schedule.epochs", "data.", "validation.")
+
+
+def config_changes(saved: dict | None, config: Config) -> str:
+    """The keys that differ between a checkpoint's config and this run's, as 'key: old -> new'."""
+    if saved is None:
+        return ""
+
+    def flat(value: object, prefix: str = "") -> dict[str, object]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    old, new = flat(saved), flat(config.model_dump(mode="json"))
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:3]]
+    return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
 def loss_params(config: Config) -> dict:
     """Only the loss parameters the config sets (each loss type takes its own subset)."""
     params = config.mask_loss.params.model_dump(exclude_unset=True)
@@ -108,8 +129,21 @@ def main(argv: list[str] | None = None) -> None:
     start_epoch, best_miou = 0, -1.0
     history = History(run_dir / "history.csv")
     resume_path = resolve_resume(args.resume, run_dir)
+    if resume_path is None and (run_dir / "last.pt").is_file():
+        raise InputError(
+            "this run folder already holds a training run: --resume auto continues it; "
+            "another --name or --output-dir starts a new one",
+            run_dir,
+        )
     if resume_path is not None:
         payload = load_checkpoint(resume_path)
+        changed = config_changes(payload.get("config"), config)
+        if changed:
+            raise InputError(
+                f"cannot resume: the checkpoint was trained with another config ({changed}); "
+                "use another --name or --output-dir for a new run",
+                resume_path,
+            )
         try:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])

@@ -14,7 +14,7 @@ leakage rule keeps every frame) -> train a student from scratch on real + pseudo
 score it; `pseudo2` repeats that from the student.
 
     python -m bench.recipe_search --out runs/search --gpu 0 --parallel 4 --workers 3
-    python -m bench.recipe_search --out runs/search --variants base e36 --folds 0
+    python -m bench.recipe_search --out runs/search --variants pseudo1 e2x --folds 0
 
 Results: OUT/results.jsonl (one line per scored model, appended as they finish) and
 OUT/results.md (the table, rewritten after each).
@@ -32,18 +32,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from utils.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cpu_fast.yaml"
 
-# name -> --set overrides on configs/cpu_fast.yaml
+# name -> --set overrides on configs/cpu_fast.yaml. Epoch counts are relative to the config's
+# own (E): e2x is the same compute as a pseudo-label student (half its samples pseudo), e3x
+# that of teacher + student.
+_E = load_config(CONFIG).optimizer.schedule.epochs
 VARIANTS: dict[str, list[str]] = {  # in the order they are run after the pseudo chains
     "base": [],
-    "e36": ["optimizer.schedule.epochs=36"],
+    "e2x": [f"optimizer.schedule.epochs={2 * _E}"],
     "s0.75": ["input.scale=0.75"],
-    "e54": ["optimizer.schedule.epochs=54"],
+    "e3x": [f"optimizer.schedule.epochs={3 * _E}"],
     "lovasz": ["mask_loss.params.weights.lovasz=1"],
     "s1.0": ["input.scale=1.0"],
-    "s0.375_e36": ["input.scale=0.375", "optimizer.schedule.epochs=36"],
+    "s0.375_e2x": ["input.scale=0.375", f"optimizer.schedule.epochs={2 * _E}"],
     "bs4": ["optimizer.batch_size=4"],
     "lr1e-3": ["optimizer.learning_rate=0.001"],
 }

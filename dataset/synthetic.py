@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import pickle
 import shutil
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError, cli_entry
 
 __all__ = [
@@ -531,9 +531,7 @@ def _prepare_out(out: Path) -> None:
 
 def _write_text(path: Path, lines: list[str]) -> None:
     """Write an index file through a temp file and rename, so it is either whole or absent."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
 def generate(
@@ -583,10 +581,8 @@ def generate(
     images = [f"S_{p.index}/{n}.png" for p in plans for n in range(frames)]
     labels = [f"S_{p.index}/label_{n}.npy" for p in plans for n in p.labeled]
     tests = [f"S_{p.index}/label_{n}.npy" for p in plans for n in p.test]
-    tmp = out / "test_sampleName_GT.pkl.tmp"
-    with open(tmp, "wb") as handle:
+    with atomic_path(out / "test_sampleName_GT.pkl") as tmp, open(tmp, "wb") as handle:
         pickle.dump(ground_truth, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, out / "test_sampleName_GT.pkl")
     _write_text(out / "test.txt", tests)
     _write_text(out / "labels.txt", labels)
     _write_text(out / "images.txt", images)

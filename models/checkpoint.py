@@ -10,7 +10,6 @@ reads it: no pickled code runs when a checkpoint is opened.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from models.zoo import SegmentationModel, build_model
+from utils.atomic import atomic_path
 from utils.config import Config, config_from_dict
 from utils.errors import InputError
 
@@ -29,16 +29,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 
     A crash (even SIGKILL) at any moment leaves either the previous file or the new one.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

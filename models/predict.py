@@ -52,6 +52,7 @@ from models.pseudo import (
     trained_on_union,
 )
 from training.pseudo_keys import PSEUDO_MANIFEST
+from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError
 from utils.submission import write_submission
 
@@ -145,22 +146,8 @@ def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     """np.save to a temp file next to `path`, then rename: the file is whole or absent."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
 
 
 def is_complete_mask(path: Path) -> bool:
@@ -279,7 +266,7 @@ def _claim_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool)
             for stale in folder.path.glob(pattern):
                 stale.unlink()
     try:
-        _write_text_atomic(folder.path / STATE_FILE, json.dumps(fingerprint, indent=1) + "\n")
+        write_text_atomic(folder.path / STATE_FILE, json.dumps(fingerprint, indent=1) + "\n")
     except OSError as exc:
         raise InputError(f"cannot write to the output folder ({exc.strerror})", folder.path) from None
 
@@ -464,6 +451,6 @@ def _finish(job: PredictJob, members: list[Member]) -> RunResult:
                 job.tta,
                 job.pseudo,
             )
-            _write_text_atomic(manifest_path(job.pseudo.out_dir), json.dumps(manifest, indent=1) + "\n")
+            write_text_atomic(manifest_path(job.pseudo.out_dir), json.dumps(manifest, indent=1) + "\n")
             result.manifest = manifest
     return result

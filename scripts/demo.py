@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter() - start
     metrics = json.loads((report / "metrics.json").read_text())
     run_dirs = [checkpoints[i].parent for i in range(len(checkpoints))]
-    page = write_report(report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json")
+    method = "hflip TTA and --min-area auto (a class covering under half its smallest training-label area is dropped)"
+    page = write_report(report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json", method)
     width = max(len(n) for n, _ in STAGE_TIMES)
     print("\n" + "=" * 60)
     print("OpenEDS-Seg demo summary")

@@ -159,3 +159,18 @@ def test_train_consumes_pseudo_labels_under_the_leakage_rule(fold_data: Path, tm
     assert f"+ {len(expected)} pseudo-labelled frames" in out.stdout
     payload = load_checkpoint(tmp_path / "runs" / "tiny" / "fold_0" / "last.pt")
     assert val[0] in payload["trained_on"]  # inherited from the pseudo-labels' producers
+
+
+def test_an_existing_run_is_never_overwritten_or_resumed_with_another_recipe(fold_data: Path, tmp_path: Path) -> None:
+    train(fold_data, tmp_path / "runs", "--epochs", 1)
+    last = tmp_path / "runs" / "tiny" / "fold_0" / "last.pt"
+    before = last.read_bytes()
+    # Without --resume: refused, the run is kept.
+    assert_one_line_error(train(fold_data, tmp_path / "runs", "--epochs", 1, check=False), "--resume auto continues it")
+    # With --resume but another learning rate: refused, naming the key and both values.
+    changed = train(fold_data, tmp_path / "runs", "--epochs", 2, "--resume", "auto",
+                    "--set", "optimizer.learning_rate=0.01", check=False)  # fmt: skip
+    assert_one_line_error(changed, "last.pt", "optimizer.learning_rate: 0.003 -> 0.01")
+    assert last.read_bytes() == before
+    # More epochs is a continuation, not another recipe.
+    assert "resumed" in train(fold_data, tmp_path / "runs", "--epochs", 2, "--resume", "auto").stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ matplotlib.use("Agg")  # files only; servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dataset.openeds import CLASS_NAMES  # noqa: E402
+from utils.atomic import atomic_path
 
 __all__ = ["History", "plot_progress"]
 
@@ -34,12 +34,10 @@ class History:
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         fields = list(dict.fromkeys(key for r in self.rows for key in r))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def _number(text: str) -> int | float | str:
@@ -80,7 +78,6 @@ def plot_progress(rows: list[dict[str, Any]], path: Path, title: str = "") -> No
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from utils.atomic import write_text_atomic
 from utils.errors import InputError
 
 __all__ = [
@@ -229,9 +230,7 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
 
 def save_config(config: Config, path: Path) -> None:
     """Write the resolved config (every key, defaults included) as YAML, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def config_name(path: Path | str) -> str:

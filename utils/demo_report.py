@@ -26,8 +26,12 @@ def write_report(
     stage_times: list[tuple[str, float]],
     total_s: float,
     submission: Path,
+    method: str = "hflip TTA",
 ) -> Path:
-    """Write report/index.html and report/README.md side by side; returns the HTML path."""
+    """Write report/index.html and report/README.md side by side; returns the HTML path.
+
+    `method` says how the ensemble predicted (TTA, post-processing), in a few words.
+    """
     curves = []
     for run_dir in run_dirs:
         target = report / f"progress_{run_dir.parent.name}_{run_dir.name}.png"
@@ -45,7 +49,7 @@ def write_report(
         "# OpenEDS-Seg demo report",
         "",
         f"{metrics['n_images']} held-out synthetic test frames, predicted by the ensemble of "
-        f"{len(run_dirs)} fold models with hflip TTA; submission file: `{submission}`.",
+        f"{len(run_dirs)} fold models with {method}; submission file: `{submission}`.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -79,7 +83,7 @@ td:last-child{{text-align:right;font-family:monospace}}img{{max-width:100%;borde
 <h1>OpenEDS-Seg demo report</h1>
 <p class="big">test mIoU {metrics['miou']:.4f}</p>
 <p>{metrics['n_images']} held-out synthetic test frames, ensemble of {len(run_dirs)} fold models with
-hflip TTA, scored by validate.py against <code>test_sampleName_GT.pkl</code>.
+{html.escape(method)}, scored by validate.py against <code>test_sampleName_GT.pkl</code>.
 Submission: <code>{html.escape(str(submission))}</code>.</p>
 <table>{table([(n, f"{v:.4f}") for n, v in rows])}</table>
 <p>Worst sequences: {html.escape(", ".join(f"{s} {v:.4f}" for s, v in worst))}</p>

@@ -17,12 +17,12 @@ import binascii
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from utils.atomic import atomic_path
 from utils.errors import InputError, cli_entry
 
 __all__ = [
@@ -89,14 +89,8 @@ def write_submission(
         key = Path(relpath).as_posix()
         entries[key] = encode_file(save_dir / key)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_json.parent, prefix=out_json.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            json.dump(entries, handle)
-        os.replace(tmp, out_json)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_json) as tmp, open(tmp, "w", encoding="ascii") as handle:
+        json.dump(entries, handle)
 
 
 def _load_entries(json_path: Path) -> dict[str, str]:
