@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tta", choices=sorted(TTA_MODES), help=f"overrides the ensemble file's (default {DEFAULT_TTA})"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on the CPU, the faster there)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding PNGs")
     parser.add_argument("--gpu", help="CUDA device index, or 'cpu' (default: cuda:0 if present)")
     parser.add_argument(
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.save_dir is None and args.pseudo_dir is None:
         raise InputError("give --save-dir (predictions), --pseudo-dir (pseudo-labels) or both")
-    if args.batch_size < 1 or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if not (0 < args.threshold <= 1 and 0 <= args.min_confident <= 1):
         raise InputError("--threshold must be in (0, 1] and --min-confident in [0, 1]")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         else None,
         submission=args.submission,
         shard=shard,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or (8 if device.type == "cuda" else 1),
         workers=args.workers,
         device=device,
         amp_dtype=amp_dtype_for(args.precision, device),
