@@ -23,8 +23,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m scripts.demo --out demo
 
+# Natively, then limited to AVX2 as most users' CPUs are (BENCHMARKS.md, "Every CPU").
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m bench.run_all --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

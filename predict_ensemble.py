@@ -24,14 +24,15 @@ from models.inference import TTA_MODES
 from models.predict import (
     PRECISIONS,
     PredictJob,
-    amp_dtype_for,
     auto_min_area,
     inference_device,
     parse_shard,
+    precision_choice,
     run_prediction,
 )
 from models.pseudo import PseudoSettings
 from utils.errors import InputError, cli_entry
+from utils.hardware import channels_last_choice
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=["auto", *PRECISIONS],
         default="auto",
-        help="auto: fp16 autocast on CUDA, fp32 on CPU",
+        help="auto: fp16 autocast on CUDA; on a CPU bf16 only where native (AMX), else fp32",
     )
     parser.add_argument("--shard", default="0/1", help="i/n: this process predicts frames i, i+n, i+2n, ...")
     parser.add_argument(
@@ -110,6 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         min_area = (0,) + (int(args.min_area),) * (members[0].config.num_classes - 1)
     if any(min_area):
         print(f"min area per class (pixels): {list(min_area)}")
+    amp_dtype, why = precision_choice(args.precision, device)
+    layout = channels_last_choice(members[0].config.channels_last, device)
+    print(
+        f"precision: {'fp32' if amp_dtype is None else str(amp_dtype).replace('torch.', '')} ({why}); "
+        f"channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
+    )
     job = PredictJob(
         data_dir=args.data_dir,
         keys=keys,
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size or (8 if device.type == "cuda" else 1),
         workers=args.workers,
         device=device,
-        amp_dtype=amp_dtype_for(args.precision, device),
+        amp_dtype=amp_dtype,
         overwrite=args.overwrite,
         min_area=min_area if any(min_area) else None,
     )

@@ -22,7 +22,7 @@ from training.data import build_loaders, fold_keys
 from training.loop import TrainingDiverged, evaluate, train_one_epoch
 from training.progress import History, plot_progress
 from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
-from training.runtime import amp_settings, build_optimizer, select_device
+from training.runtime import amp_settings, build_optimizer, resolve_runtime, select_device
 from training.schedule import build_scheduler
 from training.state import restore_rng_state, rng_state, seed_everything
 from utils import distributed
@@ -59,7 +59,8 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 # Keys a resumed run may change: how long it trains, how it loads and validates. Anything
 # else (model, optimizer, loss, augmentations, seed, scale) would silently mix two recipes.
-RESUMABLE_CHANGES = ("optimizer.schedule.epochs", "data.", "validation.")
+# Precision and memory layout are the machine's choice (auto), so a run may move machines.
+RESUMABLE_CHANGES = ("optimizer.schedule.epochs", "data.", "validation.", "cpu_bf16", "channels_last", "compile")
 
 
 def config_changes(saved: dict | None, config: Config) -> str:
@@ -86,6 +87,18 @@ def loss_params(config: Config) -> dict:
     return params
 
 
+def eta_line(images_per_s: float, first_epoch_s: float, epochs_left: int, val_interval: int) -> str:
+    """After the first epoch: the measured speed and the time this fold still needs.
+
+    The first epoch pays start-up (worker launch, caches) so the estimate errs long; epochs
+    with a validation cost what the first one did when it validated.
+    """
+    left = first_epoch_s * epochs_left
+    finish = time.strftime("%H:%M", time.localtime(time.time() + left))
+    return (f"speed: {images_per_s:.1f} img/s; about {left / 60:.1f} min left for this fold "
+            f"({epochs_left} epochs, validation every {val_interval}), ending near {finish}")
+
+
 def log(message: str) -> None:
     if distributed.is_main():
         print(message, flush=True)
@@ -103,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides.append(f"optimizer.schedule.epochs={args.epochs}")
     config = load_config(args.config, overrides)
     device = select_device(args.gpu)
+    config, runtime_line = resolve_runtime(config, device)
     distributed.init_distributed(device)
     run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"
 
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     model = build_model(config).to(device)
-    if config.channels_last:  # CUDA tensor cores; on CPUs with AMX/AVX-512 too (BENCHMARKS.md)
+    if config.channels_last:
         model.to_channels_last()
     criterion = build_loss(config.mask_loss.type, loss_params(config))
     optimizer = build_optimizer(model, config.optimizer)
@@ -167,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             raise InputError(f"cannot create the run folder ({exc.strerror})", run_dir) from None
         if not os.access(run_dir, os.W_OK):
             raise InputError("run folder is not writable", run_dir)
-        save_config(config, run_dir / "config.yaml")
+        save_config(config, run_dir / "config.yaml", comments=[runtime_line])
 
     train_model: torch.nn.Module = model
     if config.compile:
@@ -187,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         f"fold {args.fold}: {len(train_keys)} train + {len(pseudo_keys or [])} pseudo-labelled frames, "
         f"{len(val_keys)} val, {epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"
     )
+    log(runtime_line)
+    run_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         seed_everything(config.seed + epoch)  # whatever ran before, epoch e draws the same numbers
         loaders.sampler.set_epoch(epoch)
@@ -245,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
             shown = f"val mIoU {row['val_miou']:.4f}" if "val_miou" in row else "no val"
             log(f"epoch {epoch + 1}/{epochs}  loss {stats.loss:.4f}  {shown}  lr {lr:.2e}  "
                 f"{stats.images_per_s:.1f} img/s  {stats.seconds:.1f}s{'  *best*' if improved else ''}")
+            if epoch == start_epoch and not is_last:
+                log(eta_line(stats.images_per_s, time.perf_counter() - run_start, epochs - epoch - 1,
+                             config.validation.interval))
         distributed.barrier()
     if writer is not None:
         writer.close()

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["machine_info", "synthetic_data", "peak_rss_mib"]
+__all__ = ["machine_info", "isa_limit", "synthetic_data", "peak_rss_mib"]
+
+# How an AMX/AVX-512 machine runs like an ordinary AVX2 CPU (BENCHMARKS.md, "Every CPU").
+ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def isa_limit() -> str:
+    """The ISA-limiting variables set for this process ("" when it runs natively)."""
+    return " ".join(f"{name}={os.environ[name]}" for name in ISA_LIMIT_VARS if os.environ.get(name))
 
 
 def machine_info() -> dict[str, str]:
@@ -29,7 +37,7 @@ def machine_info() -> dict[str, str]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    isa = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    isa = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
     return {
         "cpu": model,
         "cores": str(len(os.sched_getaffinity(0))),

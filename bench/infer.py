@@ -158,7 +158,7 @@ LEVERS: list[tuple[str, Setting, str]] = [
     ("workers 0", Setting(workers=0), "decode in the main process"),
     ("prefetch 4", Setting(prefetch=4), "prefetch_factor 4 instead of 2"),
     ("channels_last", Setting(channels_last=True), "channels_last weights (CPU)"),
-    ("bf16 autocast", Setting(amp_dtype=BF16), "bf16 autocast (AMX)"),
+    ("bf16 autocast", Setting(amp_dtype=BF16), "bf16 autocast"),
     ("batch 1 + channels_last", Setting(batch_size=1, channels_last=True), "fp32: the best fp32 combination"),
     (
         "batch 1 + channels_last + bf16",
@@ -182,6 +182,7 @@ def run_levers(
     compile: bool = False,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    levers: list[tuple[str, Setting, str]] | None = None,
 ) -> dict:
     """Naive loop and every lever on the same `frames` frames and checkpoints; rows for the report."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -199,7 +200,8 @@ def run_levers(
     classes = np.bincount(reference.ravel(), minlength=4) / reference.size
     rows = [{"name": "naive loop", "fps": naive_fps, "speedup": 1.0, "agree": 1.0, "note": "the recipe"}]
     log(f"naive loop: {naive_fps:.2f} frames/s (predicted class shares {np.round(classes, 3).tolist()})")
-    levers = CUDA_LEVERS if device == "cuda" else LEVERS + ([COMPILE_LEVER] if compile else [])
+    if levers is None:
+        levers = CUDA_LEVERS if device == "cuda" else LEVERS + ([COMPILE_LEVER] if compile else [])
     for name, setting, note in levers:
         labels, seconds, warmup = run_engine(members, data_dir, keys, setting)
         fps = len(keys) / seconds

@@ -3,6 +3,12 @@ as the "## Speed and memory" section of BENCHMARKS.md (the rest of the file is l
 
     python -m bench.run_all [--frames 8] [--epochs 1] [--predict-counts 500 5000] [--compile]
                             [--out BENCHMARKS.md]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.run_all --quick
+
+`make bench` runs both: natively, then limited to AVX2 the way an ordinary CPU (AVX2 laptop,
+AMD Zen 2/3, older Xeon) runs, each into its own block (BENCHMARKS.md says how the limit was
+checked against a real AVX2 machine). --quick keeps the rows that differ between CPUs: the
+naive loops, the engine's fp32 and bf16 settings, the three training loops.
 
 Sized for a 2-core CPU (about 8 minutes): models, data and frame counts are small; the
 figures are throughput ratios on one machine, not absolute numbers to compare across machines.
@@ -18,8 +24,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench import machine_info
-from bench.infer import run_levers
+from bench import isa_limit, machine_info
+from bench.infer import LEVERS, run_levers
 from bench.memory import measure
 from bench.train import TRAIN_CONFIG
 
@@ -85,31 +91,40 @@ def _predict_table(rows: list[dict]) -> list[str]:
 
 
 BEGIN, END = "<!-- bench:begin (written by `make bench`, bench/run_all.py) -->", "<!-- bench:end -->"
+# The AVX2-limited pass has a block of its own, after the native one.
+AVX2_BEGIN, AVX2_END = "<!-- bench-avx2:begin (written by `make bench`, bench/run_all.py) -->", "<!-- bench-avx2:end -->"
+QUICK_LEVERS = ("engine default", "batch 1 + channels_last", "bf16 autocast", "batch 1 + channels_last + bf16")
 
 
-def render_section(machine: dict, command: str, minutes: float, body: list[str]) -> str:
+def render_section(machine: dict, command: str, minutes: float, body: list[str], markers=(BEGIN, END)) -> str:
     """The generated block: machine, command, date, then the tables, between BEGIN/END markers."""
+    limit = machine.get("limit")
     header = [
-        BEGIN,
+        markers[0],
         "",
         f"- machine: {machine['cpu']}, {machine['cores']} cores ({machine['isa']}), "
-        f"torch {machine['torch']}, {machine['threads']} threads",
+        f"torch {machine['torch']}, {machine['threads']} threads"
+        + (f"; **limited to AVX2** ({limit})" if limit else ""),
         f"- command: `{command}` ({minutes:.1f} min), date: {date.today().isoformat()}",
         "",
     ]
-    return "\n".join([*header, *body, "", END]) + "\n"
+    return "\n".join([*header, *body, "", markers[1]]) + "\n"
 
 
-def update_markdown(path: Path, block: str) -> None:
+def update_markdown(path: Path, block: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
     """Put the generated block under "## Speed and memory", keeping everything else.
 
     Replaces an earlier block between the markers (hand-written notes around it stay); else
     appends the block to the section, creating the section at the end of the file if needed.
     """
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
+    begin, end = markers
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block.rstrip("\n") + rest.split(end, 1)[1]
+    elif begin != BEGIN and END in text:  # a second block goes right after the native one
+        head, rest = text.split(END, 1)
+        text = head + END + "\n\n" + block.rstrip("\n") + rest
     elif HEADING in text:
         match = re.search(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", text, re.S | re.M)
         end = match.end()
@@ -128,9 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--predict-counts", type=int, nargs="+", default=[500, 5000])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (~1 min to build)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--quick", action="store_true", help="only the rows that differ between CPUs")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    machine = machine_info()
+    machine = {**machine_info(), "limit": isa_limit()}
     print(f"machine: {machine}", flush=True)
 
     def log(message: str) -> None:
@@ -139,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         work = Path(tmp)
         log("inference levers")
-        inference = run_levers(work, args.frames, args.compile, log=log)
+        levers = [lever for lever in LEVERS if lever[0] in QUICK_LEVERS] if args.quick else None
+        inference = run_levers(work, args.frames, args.compile, log=log, levers=levers)
         memory = {what: measure(what, work, args.frames) for what in ("infer-naive", "infer-engine")}
         log(f"inference peak RSS: {memory}")
         training = []
@@ -152,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{name}: {training[-1]}")
         predict = []
         runs = [(count, 2) for count in args.predict_counts] + [(max(args.predict_counts), 0)]
+        runs = [] if args.quick else runs
         for count, workers in runs:
             predict.append(
                 {"frames": count, "workers": workers, **measure("predict", work, count, workers=workers)}
@@ -163,16 +181,18 @@ def main(argv: list[str] | None = None) -> None:
         + _training_table(
             training, "synthetic 4 sequences x 20 frames, 40 labelled (label_every 2)", args.epochs
         )
-        + [""]
-        + _predict_table(predict)
+        + ([""] + _predict_table(predict) if predict else [])
     )
     command = (
         "make bench"
         if argv is None and len(sys.argv) == 1
         else "python -m bench.run_all " + " ".join(sys.argv[1:] if argv is None else argv)
     )
-    section = render_section(machine, command, (time.perf_counter() - start) / 60, body)
-    update_markdown(args.out, section)
+    if machine["limit"]:
+        command = f"{machine['limit']} {command}"
+    markers = (AVX2_BEGIN, AVX2_END) if machine["limit"] else (BEGIN, END)
+    section = render_section(machine, command, (time.perf_counter() - start) / 60, body, markers)
+    update_markdown(args.out, section, markers)
     print(section)
     print(f"written to {args.out}")
 

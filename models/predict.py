@@ -54,6 +54,7 @@ from models.pseudo import (
 from training.pseudo_keys import PSEUDO_MANIFEST
 from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError
+from utils.hardware import bf16_choice, channels_last_choice
 from utils.submission import write_submission
 
 __all__ = [
@@ -61,7 +62,7 @@ __all__ = [
     "RunResult",
     "parse_shard",
     "inference_device",
-    "amp_dtype_for",
+    "precision_choice",
     "save_npy_atomic",
     "is_complete_mask",
     "run_prediction",
@@ -137,11 +138,16 @@ def inference_device(gpu: str | None) -> torch.device:
     return torch.device("cuda", index)
 
 
-def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
-    """'auto': fp16 autocast on CUDA, full fp32 on the CPU (CPU autocast rarely pays off)."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return PRECISIONS[precision]
+def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype, why). auto: fp16 on CUDA; on a CPU bf16 only where it is native (AMX),
+    else fp32; an explicit bf16 on a CPU without it warns (utils/hardware.py)."""
+    if device.type == "cuda":
+        dtype = torch.float16 if precision == "auto" else PRECISIONS[precision]
+        return dtype, "auto: CUDA" if precision == "auto" else "set explicitly"
+    if precision in ("auto", "bf16"):
+        choice = bf16_choice("auto" if precision == "auto" else True, device)
+        return (torch.bfloat16 if choice.value else None), choice.reason
+    return PRECISIONS[precision], "set explicitly"
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -374,7 +380,7 @@ def _predict_pending(
     needs_pseudo: Callable[[str], bool],
 ) -> None:
     for member in members:
-        if member.config.channels_last:
+        if channels_last_choice(member.config.channels_last, job.device).value:
             member.model.to_channels_last()
     if job.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch has the same shape

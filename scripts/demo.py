@@ -9,28 +9,69 @@ submission.json -> validate against the test ground truth -> report folder.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from utils.config import load_config
 from utils.demo_report import write_report
 
 STAGE_TIMES: list[tuple[str, float]] = []
 
 
-def stage(name: str, *command: object) -> None:
+def _history_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError:
+        return []
+
+
+def demo_eta(history: Path, demo_start: float, epochs: int, folds_left: int, test_frames: int) -> Callable:
+    """A stage watcher: once the first fold's first epoch is logged, print the speed and the time
+    the whole demo still needs (this fold, the other folds, prediction and scoring)."""
+
+    def watch(process: subprocess.Popen) -> None:
+        seen = len(_history_rows(history))  # a resumed run already has rows
+        while process.poll() is None:
+            rows = _history_rows(history)
+            if len(rows) > seen:
+                row = rows[-1]
+                epoch_s, images_per_s = float(row["epoch_time_s"]), float(row["images_per_s"])
+                epochs_left = epochs - int(row["epoch"]) + folds_left * epochs
+                # Prediction: 2 views per model, a forward pass costs about a third of a training step.
+                predict_s = test_frames * 2 * (folds_left + 1) / (3 * images_per_s) + 30
+                left = epochs_left * epoch_s + predict_s
+                elapsed = time.perf_counter() - demo_start
+                finish = time.strftime("%H:%M", time.localtime(time.time() + left))
+                print(f"==> [eta] {images_per_s:.1f} img/s, {epoch_s:.0f} s per epoch: the demo needs about "
+                      f"{left / 60:.0f} more min ({(elapsed + left) / 60:.0f} min in all), ending near {finish}",
+                      flush=True)
+                return
+            time.sleep(2)
+
+    return watch
+
+
+def stage(name: str, *command: object, watch: Callable[[subprocess.Popen], None] | None = None) -> None:
     """Run one stage's command, streaming its output, and record its time."""
     line = " ".join(str(c) for c in command)
     print(f"\n==> [{name}] {line}", flush=True)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *map(str, command)])
+    process = subprocess.Popen([sys.executable, *map(str, command)])
+    if watch is not None:
+        threading.Thread(target=watch, args=(process,), daemon=True).start()
+    returncode = process.wait()
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        print(f"==> [{name}] FAILED (exit {result.returncode}) after {seconds:.0f}s", flush=True)
-        sys.exit(result.returncode)
+    if returncode != 0:
+        print(f"==> [{name}] FAILED (exit {returncode}) after {seconds:.0f}s", flush=True)
+        sys.exit(returncode)
     STAGE_TIMES.append((name, seconds))
     print(f"==> [{name}] done in {seconds:.0f}s", flush=True)
 
@@ -59,9 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     stage("folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", 5, "--by", "frame",
           "--exclude", data / "test.txt")
     name = config.stem
-    for fold in args.folds:
+    epochs = load_config(config).optimizer.schedule.epochs
+    test_frames = len((data / "test.txt").read_text().split())
+    for i, fold in enumerate(args.folds):
+        eta = demo_eta(runs / name / f"fold_{fold}" / "history.csv", start, epochs, len(args.folds) - 1, test_frames)
         stage(f"train fold {fold}", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
-              "--output-dir", runs, "--resume", "auto")
+              "--output-dir", runs, "--resume", "auto", watch=eta if i == 0 else None)
     checkpoints = [runs / name / f"fold_{fold}" / "best.pt" for fold in args.folds]
     if args.pseudo:
         # One round per fold, from that fold's own model: it never saw the fold's val labels,

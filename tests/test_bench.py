@@ -10,7 +10,7 @@ from helpers import ROOT, run_script
 
 from bench.infer import Setting, make_checkpoints, run_engine
 from bench.naive import naive_predict
-from bench.run_all import END, HEADING, render_section, update_markdown
+from bench.run_all import AVX2_BEGIN, AVX2_END, END, HEADING, render_section, update_markdown
 from dataset.openeds import OpenEDSIndex
 from models.ensemble import load_members, spec_from_checkpoints
 from utils.config import load_config
@@ -45,3 +45,17 @@ def test_section_is_replaced_and_other_sections_kept(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.count(HEADING) == 1 and "| b | 2 |" in text and "| a | 1 |" not in text
     assert "## Demo\n\nlead's text" in text and "hand-written notes" in text and "## Pseudo\n\nmore" in text
+
+
+def test_avx2_limited_block_sits_after_the_native_one_and_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    machine = {"cpu": "cpu", "cores": "2", "isa": "-", "torch": "x", "threads": "2"}
+    update_markdown(path, render_section(machine, "make bench", 1.0, ["| native |"]))
+    path.write_text(path.read_text() + "\n## Demo\n\ntext\n")
+    limited = {**machine, "limit": "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"}
+    for row in ("| avx2 a |", "| avx2 b |"):
+        block = render_section(limited, "make bench", 1.0, [row], (AVX2_BEGIN, AVX2_END))
+        update_markdown(path, block, (AVX2_BEGIN, AVX2_END))
+    text = path.read_text()
+    assert text.index("| native |") < text.index("| avx2 b |") < text.index("## Demo")
+    assert "| avx2 a |" not in text and text.count(AVX2_BEGIN) == 1 and "limited to AVX2" in text

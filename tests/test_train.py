@@ -41,8 +41,12 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_short_run_learns_and_writes_every_artifact(fold_data: Path, tmp_path: Path) -> None:
-    train(fold_data, tmp_path / "runs", "--epochs", 4)
+    proc = train(fold_data, tmp_path / "runs", "--epochs", 4)
     run = tmp_path / "runs" / "tiny" / "fold_0"
+    # What the machine chose, and after the first epoch the speed and the time left.
+    assert "precision: " in proc.stdout and "channels_last: " in proc.stdout
+    speed = [line for line in proc.stdout.splitlines() if line.startswith("speed: ")]
+    assert len(speed) == 1 and "min left for this fold (3 epochs" in speed[0], proc.stdout
     for name in ("best.pt", "last.pt", "config.yaml", "history.csv", "progress.png"):
         assert (run / name).is_file(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))

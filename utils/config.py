@@ -143,8 +143,11 @@ class Config(_Strict):
     num_classes: int = Field(4, ge=2)
     fp16: bool = False  # mixed precision (float16 + GradScaler on CUDA)
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    cpu_bf16: bool = False  # bf16 autocast on CPU (only helps on CPUs with bf16 instructions)
-    channels_last: bool = False  # NHWC weights and inputs: faster convs on CUDA and on AMX CPUs
+    # bf16 autocast on the CPU. auto: only where the CPU has native bf16 matrix units (AMX);
+    # elsewhere bf16 runs many times slower than fp32 (utils/hardware.py, BENCHMARKS.md).
+    cpu_bf16: bool | Literal["auto"] = "auto"
+    # NHWC weights and inputs. auto: on for CUDA and x86 CPUs, where it measured faster.
+    channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     seed: int = 0
     optimizer: Optimizer = Field(default_factory=Optimizer)
@@ -228,9 +231,13 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
     return config_from_dict(data, path)
 
 
-def save_config(config: Config, path: Path) -> None:
-    """Write the resolved config (every key, defaults included) as YAML, atomically."""
-    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+def save_config(config: Config, path: Path, comments: list[str] | None = None) -> None:
+    """Write the resolved config (every key, defaults included) as YAML, atomically.
+
+    `comments` become `# ...` lines at the top, e.g. why an `auto` switch resolved as it did.
+    """
+    header = "".join(f"# {line}\n" for line in comments or [])
+    write_text_atomic(path, header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def config_name(path: Path | str) -> str:
