@@ -1,10 +1,12 @@
 """Training augmentations from config, with albumentations, seeded per (epoch, sample).
 
-With `in_channels: 3` the transforms act on the gray frame copied to 3 channels, as in the
-recipe (it read the frames with cv2.IMREAD_COLOR), so its RGBShift and HueSaturationValue give
-the network frames whose channels differ; the sample's image is then (3, H, W). Every sample's augmentation is drawn from a generator seeded by (seed, epoch, index), so a
+Every sample's augmentation is drawn from a generator seeded by (seed, epoch, index), so a
 run is reproducible whatever the number of DataLoader workers, and a resumed run draws the
 same augmentations as an uninterrupted one.
+
+With `in_channels: 3` the transforms act on the gray frame copied to 3 channels, as in the
+recipe (it read the frames with cv2.IMREAD_COLOR), so its RGBShift gives the network frames
+whose channels differ; the sample's image is then (3, H, W).
 """
 
 from __future__ import annotations
