@@ -7,8 +7,15 @@
     # n GPUs: one process per shard; the last one to finish writes output.txt / pseudo.json
     python predict_ensemble.py ... --shard 0/2 --gpu 0 &  python predict_ensemble.py ... --shard 1/2 --gpu 1
 
+The original recipe's command works as written:
+
+    python predict_ensemble.py --data-dir D --label-file test.txt --save-dir preds --gpu 0
+
 --label-file is required: it names the frames (S_0/label_3.npy lines, like the challenge's test
-list or dataset.create_kfolds' unlabeled.txt), so a run never predicts 29k frames by accident.
+list or dataset.create_kfolds' unlabeled.txt), so a run never predicts 29k frames by accident; a
+relative path that does not exist as given is looked up in --data-dir, as the recipe did. The
+models: --ensemble FILE or --checkpoints A.pt B.pt; with neither, configs/ensemble.yaml (the
+recipe listed its models inside its predict_ensemble.py; here that list is this file).
 A rerun continues where a killed one stopped; a folder made by another ensemble is refused
 unless --overwrite.
 """
@@ -18,7 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dataset.openeds import read_sample_list
+from dataset.openeds import in_data_dir, read_sample_list
 from models.ensemble import DEFAULT_TTA, load_members, read_ensemble_file, spec_from_checkpoints
 from models.inference import TTA_MODES
 from models.predict import (
@@ -34,6 +41,9 @@ from models.pseudo import PseudoSettings
 from utils.errors import InputError, cli_entry
 from utils.hardware import channels_last_choice
 
+# The models predicted when neither --ensemble nor --checkpoints is given (the recipe's list).
+DEFAULT_ENSEMBLE = Path(__file__).resolve().parent / "configs" / "ensemble.yaml"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -41,12 +51,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root")
     parser.add_argument(
-        "--label-file", required=True, type=Path, help="frames to predict (S_0/label_3.npy lines)"
+        "--label-file",
+        required=True,
+        type=Path,
+        help="frames to predict (S_0/label_3.npy lines); a relative path not found as given is read from --data-dir",
     )
     parser.add_argument("--save-dir", type=Path, help="predictions: S_k/<n>.npy and output.txt")
-    models = parser.add_mutually_exclusive_group(required=True)
+    models = parser.add_mutually_exclusive_group()
     models.add_argument(
-        "--ensemble", type=Path, help="ensemble YAML: members (checkpoint globs, weights), tta"
+        "--ensemble",
+        type=Path,
+        help="ensemble YAML: members (checkpoint globs, weights), tta (default without --checkpoints: "
+        "configs/ensemble.yaml, the list the recipe kept inside its script)",
     )
     models.add_argument("--checkpoints", nargs="+", help="checkpoints, weight 1 each (configs embedded)")
     parser.add_argument(
@@ -101,9 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.min_area != "auto" and not (args.min_area.isdigit()):
         raise InputError(f"--min-area must be a whole number of pixels or 'auto', got {args.min_area!r}")
     shard = parse_shard(args.shard)
-    keys = read_sample_list(args.label_file)
-    spec = read_ensemble_file(args.ensemble) if args.ensemble else spec_from_checkpoints(args.checkpoints)
-    members = load_members(spec, args.ensemble or "--checkpoints")
+    keys = read_sample_list(in_data_dir(args.label_file, args.data_dir))
+    if args.checkpoints:
+        spec, source = spec_from_checkpoints(args.checkpoints), "--checkpoints"
+    else:
+        source = args.ensemble or DEFAULT_ENSEMBLE
+        spec = read_ensemble_file(source)
+    members = load_members(spec, source)
     device = inference_device(args.gpu)
     if args.min_area == "auto":
         min_area = auto_min_area(args.data_dir, members)

@@ -116,9 +116,16 @@ def main(argv: list[str] | None = None) -> None:
         overrides.append(f"optimizer.schedule.epochs={args.epochs}")
     config = load_config(args.config, overrides)
     device = select_device(args.gpu)
+    if args.gpu not in (None, "cpu") and device.type == "cpu":
+        print(f"note: --gpu {args.gpu} given but CUDA is not available; training on the CPU", file=sys.stderr)
     config, runtime_line = resolve_runtime(config, device)
     distributed.init_distributed(device)
     run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"
+    if config.unused_recipe_keys():
+        log(
+            f"note: {', '.join(config.unused_recipe_keys())} set but not applied, as in the recipe "
+            "(gradient clipping: optimizer.grad_clip; a training crop: input.train_crop)"
+        )
 
     index = OpenEDSIndex.from_dir(args.data_dir)
     train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir)
@@ -131,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         workers=workers, seed=config.seed, pin_memory=device.type == "cuda",
     )
 
-    model = build_model(config).to(device)
+    resume_path = resolve_resume(args.resume, run_dir)
+    model = build_model(config, pretrained=resume_path is None).to(device)  # a resume loads every weight
     if config.channels_last:
         model.to_channels_last()
     criterion = build_loss(config.mask_loss.type, loss_params(config))
@@ -142,7 +150,6 @@ def main(argv: list[str] | None = None) -> None:
 
     start_epoch, best_miou = 0, -1.0
     history = History(run_dir / "history.csv")
-    resume_path = resolve_resume(args.resume, run_dir)
     if resume_path is None and (run_dir / "last.pt").is_file():
         raise InputError(
             "this run folder already holds a training run: --resume auto continues it; "
@@ -215,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             stats = train_one_epoch(
                 train_model, criterion, optimizer, scheduler, scaler, loaders.train, device,
-                epoch=epoch, epochs=epochs, amp_dtype=amp_dtype, clip=config.optimizer.clip,
+                epoch=epoch, epochs=epochs, amp_dtype=amp_dtype, clip=config.optimizer.grad_clip,
                 pseudo_weight=config.pseudo.weight, frozen_params=frozen_params,
             )
         except TrainingDiverged as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dataset.openeds import in_data_dir
 from utils.errors import InputError, cli_entry
 from utils.overlays import write_worst_overlays
 from utils.report import (
@@ -66,17 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _in_data_dir(path: Path, data_dir: Path) -> Path:
-    """``path`` as given, unless only the same relative path under the data dir exists."""
-    return data_dir / path if not path.exists() and (data_dir / path).exists() else path
-
-
 def load_ground_truth(args: argparse.Namespace) -> GroundTruth:
     if args.fold is not None:
         return ground_truth_from_fold(args.data_dir, args.fold, args.folds_dir)
     if args.label_file is not None:
-        return ground_truth_from_list(args.data_dir, _in_data_dir(args.label_file, args.data_dir))
-    return ground_truth_from_pickle(_in_data_dir(args.gt_pkl, args.data_dir))
+        return ground_truth_from_list(args.data_dir, in_data_dir(args.label_file, args.data_dir))
+    return ground_truth_from_pickle(in_data_dir(args.gt_pkl, args.data_dir))
 
 
 @cli_entry

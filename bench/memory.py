@@ -29,6 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+if not __package__:  # run as a file (python bench/memory.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from bench import peak_rss_mib, synthetic_data
 
 __all__ = ["measure", "RepeatedFrames", "predict_many"]

@@ -24,6 +24,9 @@ import time
 from datetime import date
 from pathlib import Path
 
+if not __package__:  # run as a file (python bench/run_all.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from bench import isa_limit, machine_info
 from bench.infer import LEVERS, run_levers
 from bench.memory import measure

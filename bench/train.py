@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+
+if not __package__:  # run as a file (python bench/train.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench import synthetic_data
 from bench.naive import NaiveTrainDataset, naive_train_epoch
@@ -69,7 +73,7 @@ def fast_throughput(
         loaders.sampler.set_epoch(epoch)
         stats = train_one_epoch(
             model, criterion, optimizer, scheduler, scaler, loaders.train, device,
-            epoch=epoch, epochs=epochs + 1, amp_dtype=amp_dtype, clip=config.optimizer.clip,
+            epoch=epoch, epochs=epochs + 1, amp_dtype=amp_dtype, clip=config.optimizer.grad_clip,
         )  # fmt: skip
         if epoch:  # epoch 0 warms up (cache fill, oneDNN primitives)
             images, seconds = images + stats.images, seconds + stats.seconds
@@ -89,7 +93,7 @@ def naive_throughput(config: Config, data_dir: Path, epochs: int, workers: int) 
     model, criterion, optimizer = _setup(config)
     images, seconds = 0, 0.0
     for epoch in range(epochs + 1):
-        seen, took = naive_train_epoch(model, criterion, optimizer, loader, config.optimizer.clip)
+        seen, took = naive_train_epoch(model, criterion, optimizer, loader, config.optimizer.grad_clip)
         if epoch:
             images, seconds = images + seen, seconds + took
     return images / seconds

@@ -10,10 +10,14 @@ any data folder at a glance:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+if not __package__:  # run as a file (python dataset/contact_sheet.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from dataset.synthetic import EyeSequence, plan_sequence
 from utils.errors import InputError, cli_entry

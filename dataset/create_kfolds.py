@@ -13,10 +13,14 @@ frames sit between training labels of the same sequence.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+if not __package__:  # run as a file (python dataset/create_kfolds.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from dataset.openeds import OpenEDSIndex, read_sample_list, write_sample_list
 from utils.errors import InputError, cli_entry

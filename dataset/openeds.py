@@ -31,6 +31,7 @@ __all__ = [
     "CLASS_NAMES",
     "parse_sample_name",
     "frame_key",
+    "in_data_dir",
     "image_relpath",
     "label_relpath",
     "pred_relpath",
@@ -142,6 +143,15 @@ def read_label(path: Path, *, allow_ignore: bool = False) -> np.ndarray:
         allowed = f"0..{NUM_CLASSES - 1}" + (f" or {IGNORE_INDEX}" if allow_ignore else "")
         raise InputError(f"values must be {allowed}, found {bad}", path)
     return label.astype(np.uint8, copy=False)
+
+
+def in_data_dir(path: Path, data_dir: Path) -> Path:
+    """``path`` as given, unless only the same relative path under the data dir exists.
+
+    The recipe joined its --label-file to --data-dir; a path that exists as given still wins.
+    """
+    path, data_dir = Path(path), Path(data_dir)
+    return data_dir / path if not path.exists() and (data_dir / path).exists() else path
 
 
 def read_sample_list(path: Path) -> list[str]:

@@ -28,12 +28,16 @@ import math
 import multiprocessing
 import pickle
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+if not __package__:  # run as a file (python dataset/synthetic.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError, cli_entry

@@ -3,9 +3,10 @@
 A checkpoint is `{"model": state_dict, "optimizer", "scheduler", "scaler", "epoch",
 "best_miou", "config", "rng"}`; `config` is the resolved config as plain data, so a
 checkpoint alone rebuilds its model. Loading also accepts the original recipe's
-`{"state_dict": {"module.<key>": ...}, "epoch"}` (its config must then be given).
-Everything is stored as tensors and plain Python values, so `torch.load(weights_only=True)`
-reads it: no pickled code runs when a checkpoint is opened.
+`{"epoch", "state_dict": {"module.<key>": ...}, "miou_best": numpy float64}` (its config must
+then be given). Everything is stored as tensors and plain Python values, so
+`torch.load(weights_only=True)` reads it, with only the recipe's numpy scalar globals allowed
+(models/safe_load.py): no pickled code runs when a checkpoint is opened.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from models.safe_load import load_weights_only
 from models.zoo import SegmentationModel, build_model
 from utils.atomic import atomic_path
 from utils.config import Config, config_from_dict
@@ -39,14 +41,14 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise InputError("checkpoint not found", path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_weights_only(path)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, not a torch file...
         # A pickled object (a class or function reference) is refused unloaded: say which one,
         # so it reads as "not a plain checkpoint" rather than as a corrupt file.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>", str(exc))
         if refused:
             raise InputError(
-                f"holds a pickled object ({refused.group(1)}), not only tensors and plain values: "
+                f"holds a pickled object ({refused.group(1) or refused.group(2)}), not only tensors and plain values: "
                 "refused unloaded (torch.load weights_only=True); nothing in it was run",
                 path,
             ) from None
@@ -69,13 +71,14 @@ def model_from_checkpoint(
     """Rebuild the model a checkpoint was trained as and load its weights.
 
     `config` overrides the checkpoint's own (required for the recipe's format, which has none).
+    The checkpoint holds every weight, so no pretrained encoder weights are looked up.
     """
     payload = load_checkpoint(path)
     if config is None:
         if "config" not in payload:
             raise InputError("checkpoint carries no config (the original recipe's format): give its config", path)
         config = config_from_dict(payload["config"], f"{path} (embedded config)")
-    model = build_model(config)
+    model = build_model(config, pretrained=False)
     if "model" in payload:
         state = payload["model"]
     else:  # the recipe: DataParallel-wrapped smp model

@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+if not __package__:  # run as a file (python scripts/demo.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from utils.config import load_config
 from utils.demo_report import write_report
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import ROOT
 
 import train
 from dataset.create_kfolds import main as create_kfolds_main
-from helpers import ROOT
 from models.predict import precision_choice
 from training.runtime import amp_settings, resolve_runtime
 from utils import hardware

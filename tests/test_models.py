@@ -50,12 +50,6 @@ def test_full_scale_pads_400_to_416_like_the_recipe() -> None:
     assert seen["shape"] == (1, 1, 416, 640)
 
 
-def test_download_weights_are_refused_with_offline_advice() -> None:
-    config = load_config(TINY, ["encoder_weights=imagenet"])
-    with pytest.raises(InputError, match="local .pth file|/path/to/file.pth"):
-        build_model(config)
-
-
 def test_local_encoder_weights_file_is_loaded(tmp_path: Path) -> None:
     config = load_config(TINY)
     source = build_model(config)

@@ -91,12 +91,12 @@ def test_same_seed_gives_same_checkpoint(fold_data: Path, tmp_path: Path) -> Non
 def test_recipe_json_loads_unchanged_and_builds_the_recipe_model() -> None:
     config = load_config(ROOT / "configs" / "seed-efficientnet-b7.json")
     assert (config.network, config.encoder, config.num_classes) == ("unet", "efficientnet-b7", 4)
-    assert config.optimizer.batch_size == 6 and config.optimizer.type == "AdamW" and config.optimizer.clip == 3
+    assert config.optimizer.batch_size == 6 and config.optimizer.type == "AdamW" and config.optimizer.grad_clip == 1
     assert config.optimizer.schedule.params.steps[0] == (0, 0.003)
     assert config.mask_loss.params.weights.model_dump(exclude_defaults=True) == {"dice": 1, "focal": 1, "bce": 1}
     from models.zoo import build_model
 
-    model = build_model(config)
+    model = build_model(config, pretrained=False)  # its ImageNet weights: tests/test_recipe.py
     assert type(model.net).__name__ == "Unet"
     assert type(model.encoder).__name__ == "EfficientNetEncoder"
     assert model.net.segmentation_head[0].out_channels == 4

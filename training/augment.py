@@ -3,6 +3,10 @@
 Every sample's augmentation is drawn from a generator seeded by (seed, epoch, index), so a
 run is reproducible whatever the number of DataLoader workers, and a resumed run draws the
 same augmentations as an uninterrupted one.
+
+With `in_channels: 3` the transforms act on the gray frame copied to 3 channels, as in the
+recipe (it read the frames with cv2.IMREAD_COLOR), so its RGBShift gives the network frames
+whose channels differ; the sample's image is then (3, H, W).
 """
 
 from __future__ import annotations
@@ -20,33 +24,44 @@ import torch
 from torch.utils.data import Dataset
 
 from training.state import derive_seed
-from utils.config import Input
+from utils.config import Augmentation, Input
 from utils.errors import InputError
 
 __all__ = ["build_train_transform", "AugmentedDataset"]
 
 
+def _build(aug: Augmentation, source: object) -> A.BasicTransform | A.BaseCompose:
+    """One transform by albumentations name; a composition (OneOf, ...) builds its children first."""
+    cls = getattr(A, aug.name, None)
+    is_compose = isinstance(cls, type) and issubclass(cls, A.BaseCompose)
+    if not (isinstance(cls, type) and (issubclass(cls, A.BasicTransform) or is_compose)):
+        raise InputError(f"input.augmentations: unknown albumentations transform {aug.name!r}", source)
+    if aug.transforms and not is_compose:
+        raise InputError(f"input.augmentations: {aug.name} takes no 'transforms'", source)
+    children = {"transforms": [_build(child, source) for child in aug.transforms]} if is_compose else {}
+    try:
+        return cls(p=aug.p, **children, **aug.params)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input.augmentations: bad params for {aug.name}: {exc}", source) from None
+
+
 def build_train_transform(cfg: Input, source: object = "config") -> A.Compose:
     """The config's augmentations (albumentations names) plus the random crop, if any."""
-    transforms = []
-    for aug in cfg.augmentations:
-        cls = getattr(A, aug.name, None)
-        if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-            raise InputError(f"input.augmentations: unknown albumentations transform {aug.name!r}", source)
-        try:
-            transforms.append(cls(p=aug.p, **aug.params))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"input.augmentations: bad params for {aug.name}: {exc}", source) from None
-    if cfg.crop_height is not None:
-        transforms.append(A.RandomCrop(height=cfg.crop_height, width=cfg.crop_width, p=1.0))
+    transforms = [_build(aug, source) for aug in cfg.augmentations]
+    if cfg.train_crop is not None:
+        height, width = cfg.train_crop
+        transforms.append(A.RandomCrop(height=height, width=width, p=1.0))
     return A.Compose(transforms, seed=0)
 
 
 class AugmentedDataset(Dataset):
-    """Wrap a dataset of {"image" (1,H,W) uint8, "mask" (H,W), ...} tensors with an augmentation."""
+    """Wrap a dataset of {"image" (1,H,W) uint8, "mask" (H,W), ...} tensors with an augmentation.
 
-    def __init__(self, base: Dataset, transform: A.Compose, seed: int) -> None:
-        self.base, self.transform, self.seed = base, transform, seed
+    `channels` 3: augment the gray frame copied to 3 channels; the image comes out (3, H, W).
+    """
+
+    def __init__(self, base: Dataset, transform: A.Compose, seed: int, channels: int = 1) -> None:
+        self.base, self.transform, self.seed, self.channels = base, transform, seed, channels
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -57,7 +72,11 @@ class AugmentedDataset(Dataset):
         epoch, index = key
         item = dict(self.base[index])
         self.transform.set_random_seed(derive_seed(self.seed, epoch, index))
-        out = self.transform(image=item["image"][0].numpy(), mask=item["mask"].numpy().astype(np.uint8))
-        item["image"] = torch.from_numpy(np.ascontiguousarray(out["image"]))[None]
+        image = item["image"][0].numpy()
+        if self.channels == 3:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        out = self.transform(image=image, mask=item["mask"].numpy().astype(np.uint8))
+        image = np.ascontiguousarray(out["image"])
+        item["image"] = torch.from_numpy(image.transpose(2, 0, 1).copy() if image.ndim == 3 else image[None])
         item["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
         return item

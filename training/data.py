@@ -104,7 +104,8 @@ def build_loaders(
         # Not cached: pseudo-labelled frames can be ~20x the labelled ones.
         parts.append(_Tagged(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir), pseudo=True))
         n_pseudo = len(pseudo_keys)
-    augmented = AugmentedDataset(ConcatDataset(parts), build_train_transform(config.input), seed)
+    transform = build_train_transform(config.input)
+    augmented = AugmentedDataset(ConcatDataset(parts), transform, seed, config.in_channels)
     sampler = EpochSampler(len(train_keys), n_pseudo, config.pseudo.share, seed)
     batch_size = config.optimizer.batch_size
     common = {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache}

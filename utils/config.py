@@ -54,6 +54,9 @@ class Optimizer(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     momentum: float = 0.9
+    # Max gradient norm; null = no clipping. The recipe clipped at 1 (hard-coded in its train.py).
+    grad_clip: float | None = Field(1.0, gt=0)
+    # The recipe's key: its train.py never read it (it clipped at 1). Accepted, not applied.
     clip: float | None = None
     # The recipe trains the decoder alone for the first epoch, then everything.
     freeze_encoder_epochs: int = Field(1, ge=0)
@@ -66,24 +69,36 @@ class Normalize(_Strict):
 
 
 class Augmentation(_Strict):
-    """One albumentations transform by name, with its probability and parameters."""
+    """One albumentations transform by name, with its probability and parameters.
+
+    `transforms` holds the children of a composition (OneOf, SomeOf, Sequential).
+    """
 
     name: str
     p: float = Field(0.5, ge=0, le=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    transforms: list[Augmentation] = Field(default_factory=list)
 
 
 def _recipe_augmentations() -> list[Augmentation]:
+    """The recipe's train transforms (its create_train_transforms), albumentations defaults."""
     return [
         Augmentation(name="HorizontalFlip", p=0.5),
-        Augmentation(name="ImageCompression", p=0.3, params={"quality_range": [60, 100]}),
-        Augmentation(name="RandomBrightnessContrast", p=0.5),
-        Augmentation(name="RandomGamma", p=0.5),
+        Augmentation(name="ImageCompression", p=0.1),
+        Augmentation(name="RandomBrightnessContrast", p=0.4),
+        Augmentation(name="RandomGamma", p=0.4),
+        Augmentation(
+            name="OneOf",
+            p=0.2,
+            transforms=[Augmentation(name="RGBShift"), Augmentation(name="HueSaturationValue")],
+        ),
     ]
 
 
 class Input(_Strict):
-    # Random training crop of the (unpadded) frame; null = whole frame. The recipe: 320 x 512.
+    # Random training crop [height, width] of the (unpadded) frame; null = whole frame (the recipe).
+    train_crop: tuple[int, int] | None = None
+    # The recipe's keys: its crop was commented out of its transforms. Accepted, not applied.
     crop_height: int | None = None
     crop_width: int | None = None
     # Train and predict at this fraction of the resolution; logits are resized back to full size.
@@ -137,8 +152,9 @@ class Config(_Strict):
     encoder: str = "efficientnet-b7"
     # Extra keyword arguments of the smp architecture, e.g. decoder_channels: [64, 32, 16, 16, 8].
     network_params: dict[str, Any] = Field(default_factory=dict)
-    # null (random init), or a local file with encoder or full-model weights. Never downloaded.
-    encoder_weights: str | None = None
+    # A name smp knows for the encoder (imagenet, the recipe's: smp.Unet's default), read from the
+    # Hugging Face cache or downloaded there; a local .pth/.pt/.bin/.safetensors file; null = random.
+    encoder_weights: str | None = "imagenet"
     in_channels: Literal[1, 3] = 3
     num_classes: int = Field(4, ge=2)
     fp16: bool = False  # mixed precision (float16 + GradScaler on CUDA)
@@ -171,9 +187,18 @@ class Config(_Strict):
         n = len(self.input.normalize.mean)
         if n != len(self.input.normalize.std) or n not in (1, 3):
             raise ValueError("input.normalize.mean and std must both have 1 or 3 values")
-        if (self.input.crop_height is None) != (self.input.crop_width is None):
-            raise ValueError("input.crop_height and input.crop_width must be given together")
+        if self.input.train_crop is not None and min(self.input.train_crop) < 1:
+            raise ValueError("input.train_crop must be [height, width] in pixels")
         return self
+
+    def unused_recipe_keys(self) -> list[str]:
+        """The recipe's keys this config sets that, as in the recipe, change nothing."""
+        unused = {
+            "optimizer.clip": self.optimizer.clip,
+            "input.crop_height": self.input.crop_height,
+            "input.crop_width": self.input.crop_width,
+        }
+        return [key for key, value in unused.items() if value is not None]
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -17,10 +17,14 @@ import binascii
 import io
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+if not __package__:  # run as a file (python utils/submission.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from utils.atomic import atomic_path
 from utils.errors import InputError, cli_entry
