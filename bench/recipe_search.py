@@ -62,6 +62,9 @@ VARIANTS: dict[str, list[str]] = {  # in the order they are run after the pseudo
     "s0.4_d64_e30": ["input.scale=0.4", "optimizer.schedule.epochs=30",
                      "network_params.decoder_channels=[64,32,16,16,8]"],
     "s0.3_e40": ["input.scale=0.3", "optimizer.schedule.epochs=40"],
+    "s0.4_e20_bs4": ["input.scale=0.4", "optimizer.schedule.epochs=20", "optimizer.batch_size=4"],
+    "s0.4_d64_e24_bs4": ["input.scale=0.4", "optimizer.schedule.epochs=24", "optimizer.batch_size=4",
+                         "network_params.decoder_channels=[64,32,16,16,8]"],
 }
 PSEUDO_CHAINS = ("pseudo1", "pseudo2")
 
