@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"
 
     index = OpenEDSIndex.from_dir(args.data_dir)
-    train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir)
+    train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir, index)
     pseudo_keys = allowed_pseudo_keys(args.pseudo_dir, val_keys) if args.pseudo_dir else None
     trained_on = sorted(set(train_keys) | set(read_pseudo_manifest(args.pseudo_dir)["trained_on"] if args.pseudo_dir else []))
     workers = config.data.workers if args.workers is None else args.workers

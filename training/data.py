@@ -15,6 +15,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
 from training.augment import AugmentedDataset, build_train_transform
+from training.preflight import check_fold_lists, check_frames
 from training.state import derive_seed
 from utils import distributed
 from utils.config import Config
@@ -23,8 +24,13 @@ from utils.errors import InputError
 __all__ = ["fold_keys", "EpochSampler", "build_loaders", "Loaders"]
 
 
-def fold_keys(folds_dir: Path, fold: int, data_dir: Path) -> tuple[list[str], list[str]]:
-    """Train and val keys of fold `fold` from fold_<k>_train.txt / fold_<k>_val.txt."""
+def fold_keys(
+    folds_dir: Path, fold: int, data_dir: Path, index: OpenEDSIndex | None = None
+) -> tuple[list[str], list[str]]:
+    """Train and val keys of fold `fold` from fold_<k>_train.txt / fold_<k>_val.txt.
+
+    With `index`, both lists are checked against it and for overlap (training.preflight).
+    """
     train_file, val_file = folds_dir / f"fold_{fold}_train.txt", folds_dir / f"fold_{fold}_val.txt"
     for path in (train_file, val_file):
         if not path.is_file():
@@ -32,7 +38,10 @@ def fold_keys(folds_dir: Path, fold: int, data_dir: Path) -> tuple[list[str], li
                 f"fold file not found; create folds first: python -m dataset.create_kfolds --data-dir {data_dir}",
                 path,
             )
-    return read_sample_list(train_file), read_sample_list(val_file)
+    train_keys, val_keys = read_sample_list(train_file), read_sample_list(val_file)
+    if index is not None:
+        check_fold_lists(index, train_keys, val_keys, train_file, val_file)
+    return train_keys, val_keys
 
 
 class _Tagged(Dataset):
@@ -97,13 +106,20 @@ def build_loaders(
     seed: int,
     pin_memory: bool = False,
 ) -> Loaders:
+    """The fold's loaders, after every frame they will read has been checked (training.preflight)."""
     cache = config.data.cache
-    parts: list[Dataset] = [_Tagged(LabeledDataset(index.root, train_keys, cache=cache), pseudo=False)]
+    train_set = LabeledDataset(index.root, train_keys, cache=cache)
+    rank_val = val_keys[distributed.rank() :: distributed.world_size()]
+    val_set = LabeledDataset(index.root, rank_val, cache=cache)
+    parts: list[Dataset] = [_Tagged(train_set, pseudo=False)]
+    pseudo_sets = []
     n_pseudo = 0
     if pseudo_dir is not None and pseudo_keys:
         # Not cached: pseudo-labelled frames can be ~20x the labelled ones.
-        parts.append(_Tagged(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir), pseudo=True))
+        pseudo_sets.append(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir))
+        parts.append(_Tagged(pseudo_sets[0], pseudo=True))
         n_pseudo = len(pseudo_keys)
+    check_frames(index.root, decoded=[train_set, val_set], headers_only=pseudo_sets)
     augmented = AugmentedDataset(ConcatDataset(parts), build_train_transform(config.input), seed)
     sampler = EpochSampler(len(train_keys), n_pseudo, config.pseudo.share, seed)
     batch_size = config.optimizer.batch_size
@@ -111,8 +127,5 @@ def build_loaders(
     # drop_last keeps BatchNorm away from 1-sample batches.
     drop_last = len(sampler) > batch_size
     train = DataLoader(augmented, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-    rank_val = val_keys[distributed.rank() :: distributed.world_size()]
-    val = DataLoader(
-        LabeledDataset(index.root, rank_val, cache=cache), batch_size=config.validation.batch_size, shuffle=False, **common
-    )
+    val = DataLoader(val_set, batch_size=config.validation.batch_size, shuffle=False, **common)
     return Loaders(train, val, sampler)

@@ -1,0 +1,141 @@
+"""Reliability II (issue 15), through the real commands: bad data is found before a run folder
+exists, resumes cannot mix runs, ground-truth pickles run no code, clean shutdown, and every
+case of the catalogue in docs/errors-and-recovery.md gives its documented one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_dataset
+from helpers import ROOT
+
+import train
+from dataset import create_kfolds
+from dataset.openeds import image_relpath, label_relpath, read_sample_list
+
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folds_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset with two folds by sequence."""
+    root = write_tiny_dataset(tmp_path_factory.mktemp("reliability_ii") / "data")
+    create_kfolds.main(["--data-dir", str(root), "--folds", "2"])
+    return root
+
+
+@pytest.fixture
+def data(folds_data: Path, tmp_path: Path) -> Path:
+    """A private copy of the dataset, free to damage."""
+    return Path(shutil.copytree(folds_data, tmp_path / "data"))
+
+
+def train_argv(data: Path, out: Path, *extra: object, epochs: int = 1) -> list[str]:
+    argv = ["--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, "--epochs", epochs]
+    return [str(arg) for arg in [*argv, *extra]]
+
+
+def error_line(
+    main: Callable[[list[str]], object], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Call a script's main in-process: exit 2, exactly one 'error:' line on stderr, no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2, captured.err[-2000:]
+    assert "Traceback" not in captured.err, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, captured.err
+    return errors[0]
+
+
+# --- 1. pre-flight data check -----------------------------------------------------------------------
+
+
+def test_every_bad_frame_of_the_fold_is_reported_before_the_run_folder_exists(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_keys, val_keys = (read_sample_list(data / f"fold_0_{part}.txt") for part in ("train", "val"))
+    damaged = [
+        data / image_relpath(train_keys[0]),  # corrupt PNG
+        data / label_relpath(train_keys[-1]),  # label value 7
+        data / image_relpath(val_keys[0]),  # wrong size, in the validation set
+        data / label_relpath(val_keys[-1]),  # truncated .npy
+    ]
+    damaged[0].write_bytes(damaged[0].read_bytes()[:100])
+    np.save(damaged[1], np.full((400, 640), 7, np.uint8))
+    cv2.imwrite(str(damaged[2]), np.zeros((200, 320), np.uint8))
+    damaged[3].write_bytes(damaged[3].read_bytes()[:1000])
+    out = tmp_path / "runs"
+
+    line = error_line(train.main, train_argv(data, out), capsys)
+
+    assert line.startswith(f"error: {data}: 4 bad files among the frames this run reads"), line
+    assert line.count(str(data) + "/S_") == 3 and line.endswith("; and 1 more")
+    assert "not a readable image" in line and "values must be 0..3, found [7]" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("problem", ["frame not in the index", "train and val overlap"])
+def test_fold_files_are_checked_against_the_index_and_for_overlap(
+    problem: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_file, val_file = data / "fold_0_train.txt", data / "fold_0_val.txt"
+    if problem == "frame not in the index":
+        train_file.write_text(
+            train_file.read_text() + "S_0/label_2.npy\nS_99/label_1.npy\n"
+        )  # unlabelled, absent
+        needles = [str(train_file), "2 frame(s) are not labelled frames of the data dir", "S_99/label_1.npy"]
+    else:
+        first_val = val_file.read_text().splitlines()[0]
+        train_file.write_text(train_file.read_text() + first_val + "\n")
+        needles = [str(train_file), "1 frame(s) are also in fold_0_val.txt", first_val]
+    out = tmp_path / "runs"
+
+    line = error_line(train.main, train_argv(data, out), capsys)
+
+    assert all(needle in line for needle in needles), (needles, line)
+    assert not out.exists()
+
+
+def pseudo_folder(data: Path, root: Path) -> tuple[Path, list[str]]:
+    """A hand-made pseudo-label folder over fold 0's unlabelled frames of sequences S_2, S_3."""
+    keys = [f"S_{s}/{n}" for s in (2, 3) for n in (0, 2)]
+    for key in keys:
+        (root / label_relpath(key)).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / label_relpath(key), np.zeros((400, 640), np.uint8))
+    (root / "pseudo.json").write_text(json.dumps({"keys": keys, "trained_on": []}))
+    return root, keys
+
+
+def test_pseudo_labelled_frames_get_a_header_check_before_training(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pseudo, keys = pseudo_folder(data, tmp_path / "pseudo")
+    cv2.imwrite(str(data / image_relpath(keys[0])), np.zeros((200, 320), np.uint8))
+    np.save(pseudo / label_relpath(keys[1]), np.zeros((40, 64), np.uint8))
+    out = tmp_path / "runs"
+
+    line = error_line(train.main, train_argv(data, out, "--pseudo-dir", pseudo), capsys)
+
+    assert "2 bad files" in line
+    assert f"{data / image_relpath(keys[0])}: expected 640x400 (WxH), got 320x200" in line
+    assert f"{pseudo / label_relpath(keys[1])}: expected shape (400, 640), got (40, 64)" in line
+    assert not out.exists()
