@@ -22,6 +22,7 @@ from training.data import build_loaders, fold_keys
 from training.loop import TrainingDiverged, evaluate, train_one_epoch
 from training.progress import History, plot_progress
 from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
+from training.resume import check_fresh_start, check_same_run, run_identity
 from training.runtime import amp_settings, build_optimizer, select_device
 from training.schedule import build_scheduler
 from training.state import restore_rng_state, rng_state, seed_everything
@@ -129,14 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     start_epoch, best_miou = 0, -1.0
     history = History(run_dir / "history.csv")
     resume_path = resolve_resume(args.resume, run_dir)
-    if resume_path is None and (run_dir / "last.pt").is_file():
-        raise InputError(
-            "this run folder already holds a training run: --resume auto continues it; "
-            "another --name or --output-dir starts a new one",
-            run_dir,
-        )
+    if resume_path is None:
+        check_fresh_start(run_dir)
+        history.truncate(0)  # rows of a first epoch killed while saving
     if resume_path is not None:
         payload = load_checkpoint(resume_path)
+        trained_on = check_same_run(payload, resume_path, run_dir, args.fold, trained_on)
         changed = config_changes(payload.get("config"), config)
         if changed:
             raise InputError(
@@ -230,9 +229,10 @@ def main(argv: list[str] | None = None) -> None:
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch + 1, "best_miou": best_miou,
                 "config": config.model_dump(mode="json"), "rng": rng_state(),
-                # What this model learned from: the pseudo-label leakage rule reads it.
-                "trained_on": trained_on,
+                "run": run_identity(run_dir, args.fold),
             }
+            if trained_on is not None:  # what this model learned from: the pseudo-label leakage rule reads it
+                payload["trained_on"] = trained_on
             history.append(row)
             if improved:
                 save_checkpoint(payload, run_dir / "best.pt")

@@ -213,3 +213,73 @@ def test_a_ground_truth_pickle_is_read_only_from_the_path_given(
     assert (
         line == f"error: gt.pkl: ground-truth pickle not found (there is {data / 'gt.pkl'}: pass that path)"
     )
+
+
+# --- 3. resume safety ------------------------------------------------------------------------------
+
+
+def run_ok(argv: list[str]) -> None:
+    train.main(argv)
+
+
+@pytest.mark.parametrize("resume", [[], ["--resume", "auto"]])
+def test_a_run_folder_without_last_pt_is_not_silently_reused(
+    resume: list[str], data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    run = out / "tiny" / "fold_0"
+    run_ok(train_argv(data, out, epochs=2))
+    (run / "last.pt").unlink()
+    before = (run / "history.csv").read_text(), (run / "best.pt").read_bytes()
+
+    line = error_line(train.main, train_argv(data, out, *resume, epochs=2), capsys)
+
+    assert line.startswith(
+        f"error: {run}: this run folder holds best.pt, history.csv of 2 epoch(s) but no last.pt"
+    )
+    assert f"--resume {run / 'best.pt'} continues from the best epoch" in line
+    assert ((run / "history.csv").read_text(), (run / "best.pt").read_bytes()) == before
+    # As the line says: continuing from best.pt works, and the history is cut back to its epoch.
+    best_epoch = int(torch.load(run / "best.pt", weights_only=True)["epoch"])
+    run_ok(train_argv(data, out, "--resume", run / "best.pt", epochs=3))
+    epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [str(e) for e in range(1, 4)] and best_epoch <= 2
+
+
+def test_resume_refuses_another_folds_or_another_runs_checkpoint(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    run_ok([*train_argv(data, out), "--fold", "1"])  # argparse: the last --fold wins
+    fold_1 = out / "tiny" / "fold_1" / "last.pt"
+
+    line = error_line(train.main, train_argv(data, out, "--resume", fold_1), capsys)
+
+    assert line.startswith(
+        f"error: {fold_1}: cannot resume: the checkpoint belongs to another run (fold: 1 -> 0, "
+    )
+    assert "training frames: 8 of the checkpoint's not in this run, 8 new" in line
+    assert not (out / "tiny" / "fold_0").exists()
+
+    run_ok(train_argv(data, out, "--name", "a"))
+    line = error_line(
+        train.main, train_argv(data, out, "--name", "b", "--resume", out / "a" / "fold_0" / "last.pt"), capsys
+    )
+    assert "cannot resume: the checkpoint belongs to another run (name: 'a' -> 'b')" in line
+    assert not (out / "b").exists()
+
+
+def test_a_resumed_checkpoint_that_does_not_say_what_it_trained_on_does_not_gain_a_trained_on(
+    data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs"
+    last = out / "tiny" / "fold_0" / "last.pt"
+    run_ok(train_argv(data, out))
+    old = torch.load(last, weights_only=True)
+    del old["trained_on"], old["run"]  # as written before train.py recorded them
+    torch.save(old, last)
+
+    run_ok(train_argv(data, out, "--resume", "auto", epochs=2))
+
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == 2 and "trained_on" not in resumed  # the leakage rule: trained on every label
