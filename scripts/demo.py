@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from dataset.synthetic import is_complete
 from utils.demo_report import write_report
 
 STAGE_TIMES: list[tuple[str, float]] = []
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     data, runs, preds, report = out / "data", out / "runs", out / "preds", out / "report"
     start = time.perf_counter()
 
-    if (data / "test_sampleName_GT.pkl").is_file():
+    if is_complete(data):
         print(f"==> [data] {data} exists: kept (delete it to regenerate)")
     else:
         stage("data", "-m", "dataset.synthetic", "--out", data, "--sequences", args.sequences,

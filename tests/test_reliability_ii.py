@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from helpers import ROOT
 
 import train
 import validate
-from dataset import create_kfolds
+from dataset import create_kfolds, synthetic
 from dataset.openeds import image_relpath, label_relpath, read_sample_list
+from scripts import demo
+from utils.errors import InputError
 
 TINY = ROOT / "configs" / "tiny.yaml"
 
@@ -283,3 +286,53 @@ def test_a_resumed_checkpoint_that_does_not_say_what_it_trained_on_does_not_gain
 
     resumed = torch.load(last, weights_only=True)
     assert resumed["epoch"] == 2 and "trained_on" not in resumed  # the leakage rule: trained on every label
+
+
+# --- 9. synthetic data written whole, and the demo knows when it is -----------------------------------
+
+
+def test_synthetic_stops_on_a_failed_image_write_and_the_folder_does_not_look_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synthetic.cv2, "imwrite", lambda *args, **kwargs: False)  # what a full disk returns
+    out = tmp_path / "synthetic"
+
+    with pytest.raises(InputError, match=r"S_0/0\.png: cannot write image \(disk full"):
+        synthetic.generate(out, sequences=1, frames=12, label_every=4, test_per_sequence=1)
+
+    assert not synthetic.is_complete(out) and not (out / "images.txt").exists()
+
+
+class _StopDemo(Exception):
+    pass
+
+
+def test_demo_regenerates_data_that_was_not_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "demo" / "data"
+    data.mkdir(parents=True)
+    (data / "test_sampleName_GT.pkl").write_bytes(pickle.dumps({}))  # written before the index files
+    (data / synthetic.MARKER_NAME).write_text(json.dumps({"complete": False}))
+    stages: list[str] = []
+
+    def stage(name: str, *command: object) -> None:
+        stages.append(name)
+        raise _StopDemo
+
+    monkeypatch.setattr(demo, "stage", stage)
+    with pytest.raises(_StopDemo):
+        demo.main(["--out", str(tmp_path / "demo")])
+
+    assert stages == ["data"]
+
+
+# --- 10. make clean ------------------------------------------------------------------------------------
+
+
+def test_make_clean_keeps_trained_runs() -> None:
+    dry_run = subprocess.run(
+        ["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    removed = [word for line in dry_run.splitlines() if line.startswith("rm ") for word in line.split()[1:]]
+    assert (
+        "demo" in removed and "runs" not in removed and not any(word.startswith("runs/") for word in removed)
+    )
