@@ -25,8 +25,10 @@ from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 from training.resume import check_fresh_start, check_same_run, run_identity
 from training.runtime import amp_settings, build_optimizer, select_device
 from training.schedule import build_scheduler
+from training.shutdown import EXIT_STOPPED, StopRequest, resume_command
 from training.state import restore_rng_state, rng_state, seed_everything
 from utils import distributed
+from utils.atomic import remove_stale_temp_files
 from utils.config import Config, config_name, load_config, save_config
 from utils.errors import InputError, cli_entry
 
@@ -94,6 +96,7 @@ def log(message: str) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.gpu is not None and args.gpu != "cpu":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", args.gpu)
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     start_epoch, best_miou = 0, -1.0
+    start_step, carry = 0, (0.0, 0, 0.0)  # a run stopped mid-epoch: steps done, (loss sum, images, s)
     history = History(run_dir / "history.csv")
     resume_path = resolve_resume(args.resume, run_dir)
     if resume_path is None:
@@ -154,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
             detail = " ".join(str(exc).split())[:240]
             raise InputError(f"cannot resume from this checkpoint: {detail}", resume_path) from None
         start_epoch, best_miou = int(payload["epoch"]), float(payload["best_miou"])
+        start_step = int(payload.get("step", 0))
+        if start_step and distributed.is_main():  # the carried sums are global: one rank adds them
+            carry = tuple(payload["partial"])
         restore_rng_state(payload["rng"])
         history.truncate(start_epoch)
         log(f"resumed {resume_path} at epoch {start_epoch} (best mIoU {best_miou:.4f})")
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         if not os.access(run_dir, os.W_OK):
             raise InputError("run folder is not writable", run_dir)
         save_config(config, run_dir / "config.yaml")
+        remove_stale_temp_files(run_dir)
 
     train_model: torch.nn.Module = model
     if config.compile:
@@ -186,9 +194,22 @@ def main(argv: list[str] | None = None) -> None:
         f"fold {args.fold}: {len(train_keys)} train + {len(pseudo_keys or [])} pseudo-labelled frames, "
         f"{len(val_keys)} val, {epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"
     )
+
+    def checkpoint(epochs_done: int, best: float) -> dict:
+        return {
+            "model": model_state(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epochs_done, "best_miou": best,
+            "config": config.model_dump(mode="json"), "rng": rng_state(),
+            "run": run_identity(run_dir, args.fold),
+        } | ({} if trained_on is None else {"trained_on": trained_on})  # the leakage rule reads it
+
+    stop = StopRequest().install()
     for epoch in range(start_epoch, epochs):
-        seed_everything(config.seed + epoch)  # whatever ran before, epoch e draws the same numbers
-        loaders.sampler.set_epoch(epoch)
+        mid_epoch = epoch == start_epoch and start_step > 0  # the RNG state restored is this epoch's
+        if not mid_epoch:
+            seed_everything(config.seed + epoch)  # whatever ran before, epoch e draws the same numbers
+        loaders.sampler.set_epoch(epoch, skip=start_step * config.optimizer.batch_size if mid_epoch else 0)
         frozen = epoch < config.optimizer.freeze_encoder_epochs
         # Single process: skip the encoder's backward entirely. DDP needs every parameter in
         # the graph, so there the encoder's grads are computed and then dropped.
@@ -200,12 +221,23 @@ def main(argv: list[str] | None = None) -> None:
                 train_model, criterion, optimizer, scheduler, scaler, loaders.train, device,
                 epoch=epoch, epochs=epochs, amp_dtype=amp_dtype, clip=config.optimizer.clip,
                 pseudo_weight=config.pseudo.weight, frozen_params=frozen_params,
+                stop=stop, carry=carry if mid_epoch else (0.0, 0, 0.0),
             )
         except TrainingDiverged as exc:
             last = run_dir / "last.pt"
             kept = f"; {last} (epoch {start_epoch if epoch == start_epoch else epoch}) is kept" if last.is_file() else ""
             print(f"error: training diverged: {exc}{kept}", file=sys.stderr)
             sys.exit(1)
+
+        if stats.stopped:  # SIGTERM: this epoch's position goes into last.pt, mid-epoch
+            done = (start_step if mid_epoch else 0) + stats.steps
+            if distributed.is_main():
+                partial = {"step": done, "partial": [stats.loss * stats.images, stats.images, stats.seconds]}
+                save_checkpoint(checkpoint(epoch, best_miou) | partial, run_dir / "last.pt")
+            distributed.barrier()
+            stopped_at = f"epoch {epoch + 1}, step {done} of {(start_step if mid_epoch else 0) + len(loaders.train)}"
+            log(f"stopped by SIGTERM in {stopped_at}: {run_dir / 'last.pt'} saved; continue with: {resume_command(argv)}")
+            sys.exit(EXIT_STOPPED)
         row: dict[str, object] = {
             "epoch": epoch + 1, "train_loss": round(stats.loss, 6), "lr": lr,
             "epoch_time_s": round(stats.seconds, 2), "images_per_s": round(stats.images_per_s, 2),
@@ -224,15 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             improved = float(metrics["miou"]) > best_miou
             best_miou = max(best_miou, float(metrics["miou"]))
         if distributed.is_main():
-            payload = {
-                "model": model_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "best_miou": best_miou,
-                "config": config.model_dump(mode="json"), "rng": rng_state(),
-                "run": run_identity(run_dir, args.fold),
-            }
-            if trained_on is not None:  # what this model learned from: the pseudo-label leakage rule reads it
-                payload["trained_on"] = trained_on
+            payload = checkpoint(epoch + 1, best_miou)
             history.append(row)
             if improved:
                 save_checkpoint(payload, run_dir / "best.pt")
@@ -246,6 +270,11 @@ def main(argv: list[str] | None = None) -> None:
             log(f"epoch {epoch + 1}/{epochs}  loss {stats.loss:.4f}  {shown}  lr {lr:.2e}  "
                 f"{stats.images_per_s:.1f} img/s  {stats.seconds:.1f}s{'  *best*' if improved else ''}")
         distributed.barrier()
+        if not is_last and stop():  # SIGTERM during validation or saving: last.pt is this epoch's
+            log(f"stopped by SIGTERM after epoch {epoch + 1}: {run_dir / 'last.pt'} saved; "
+                f"continue with: {resume_command(argv)}")
+            sys.exit(EXIT_STOPPED)
+    stop.uninstall()
     if writer is not None:
         writer.close()
     log(f"done: best val mIoU {best_miou:.4f}; checkpoints in {run_dir}")

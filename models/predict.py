@@ -52,7 +52,7 @@ from models.pseudo import (
     trained_on_union,
 )
 from training.pseudo_keys import PSEUDO_MANIFEST
-from utils.atomic import atomic_path, write_text_atomic
+from utils.atomic import atomic_path, remove_stale_temp_files, write_text_atomic
 from utils.errors import InputError
 from utils.submission import write_submission
 
@@ -265,6 +265,7 @@ def _claim_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool)
         for pattern in folder.patterns:
             for stale in folder.path.glob(pattern):
                 stale.unlink()
+    remove_stale_temp_files(folder.path, "S_*/.*.tmp")
     try:
         write_text_atomic(folder.path / STATE_FILE, json.dumps(fingerprint, indent=1) + "\n")
     except OSError as exc:

@@ -6,9 +6,14 @@ case of the catalogue in docs/errors-and-recovery.md gives its documented one-li
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import torch
 from conftest import write_tiny_dataset
 from helpers import ROOT
 
+import predict_ensemble
 import train
 import validate
 from dataset import create_kfolds, synthetic
@@ -336,3 +342,106 @@ def test_make_clean_keeps_trained_runs() -> None:
     assert (
         "demo" in removed and "runs" not in removed and not any(word.startswith("runs/") for word in removed)
     )
+
+
+# --- 5. SIGTERM and stale temp files ---------------------------------------------------------------------
+
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def run_train(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume(
+    folds_data: Path, tmp_path: Path
+) -> None:
+    """Batch 1: 8 steps an epoch, so the SIGTERM sent when epoch 1 is reported lands inside epoch 2."""
+    argv = [*train_argv(folds_data, tmp_path / "ref", epochs=3), "--set", "optimizer.batch_size=1"]
+    assert run_train(*argv).returncode == 0
+    out = tmp_path / "runs"
+    argv[argv.index("--output-dir") + 1] = str(out)
+    log = tmp_path / "train.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "train.py", *argv], cwd=ROOT, env=SUBPROCESS_ENV, stdout=handle,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    while "epoch 1/3" not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+
+    last = out / "tiny" / "fold_0" / "last.pt"
+    stopped = [line for line in log.read_text().splitlines() if line.startswith("stopped by SIGTERM")]
+    assert len(stopped) == 1 and f"{last} saved; continue with: python train.py " in stopped[0], stopped
+    assert stopped[0].endswith("--resume auto")
+    payload = torch.load(last, weights_only=True)
+    assert payload["epoch"] == 1 and 1 <= payload["step"] < 8  # mid-epoch 2
+
+    resumed = run_train(*shlex.split(stopped[0].split("continue with: python train.py ", 1)[1]))
+
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = torch.load(last, weights_only=True)
+    expected = torch.load(tmp_path / "ref" / "tiny" / "fold_0" / "last.pt", weights_only=True)
+    assert final["epoch"] == 3 and "step" not in final
+    assert all(torch.equal(final["model"][k], expected["model"][k]) for k in expected["model"])
+    history = (out / "tiny" / "fold_0" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temp_files_of_dead_processes_are_removed_at_start(folds_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    run = out / "tiny" / "fold_0"
+    run_ok(train_argv(folds_data, out))
+    pid, long_ago = dead_pid(), time.time() - 3600
+    stale, fresh = run / f".last.pt.{pid}.tmp", run / f".best.pt.{pid}.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"half a checkpoint")
+    os.utime(stale, (long_ago, long_ago))  # fresh: may be another machine's write in progress
+
+    run_ok(train_argv(folds_data, out, "--resume", "auto", epochs=2))
+
+    assert not stale.exists() and fresh.exists()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(folds_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """last.pt of a one-epoch tiny run on fold 0."""
+    out = tmp_path_factory.mktemp("checkpoint")
+    run_ok(train_argv(folds_data, out))
+    return out / "tiny" / "fold_0" / "last.pt"
+
+
+def predict_argv(data: Path, checkpoint: Path, keys: list[str], tmp_path: Path, *extra: object) -> list[str]:
+    frames = tmp_path / "frames.txt"
+    frames.write_text("".join(f"{label_relpath(key)}\n" for key in keys))
+    argv = ["--data-dir", data, "--label-file", frames, "--checkpoints", checkpoint, "--workers", 0]
+    return [str(arg) for arg in [*argv, *extra]]
+
+
+def test_predict_removes_stale_temp_files_of_dead_processes(
+    folds_data: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    preds = tmp_path / "preds"
+    argv = predict_argv(folds_data, checkpoint, ["S_0/1", "S_0/4"], tmp_path, "--save-dir", preds)
+    predict_ensemble.main(argv)
+    pid, long_ago = dead_pid(), time.time() - 3600
+    stale = preds / "S_0" / f".4.npy.{pid}.tmp"
+    stale.write_bytes(b"half a mask")
+    os.utime(stale, (long_ago, long_ago))
+
+    predict_ensemble.main(argv)
+
+    assert not stale.exists()

@@ -66,14 +66,18 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """
 
     def __init__(self, n_real: int, n_pseudo: int = 0, share: float = 0.0, seed: int = 0) -> None:
-        self.n_real, self.n_pseudo, self.seed, self.epoch = n_real, n_pseudo, seed, 0
+        self.n_real, self.n_pseudo, self.seed, self.epoch, self.skip = n_real, n_pseudo, seed, 0, 0
         self.n_pseudo_per_epoch = min(n_pseudo, round(n_real * share / (1 - share))) if n_pseudo else 0
         self.rank, self.world = distributed.rank(), distributed.world_size()
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch `epoch`'s order; `skip`: this rank's samples already trained (a resumed epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
+        return self._per_rank() - self.skip
+
+    def _per_rank(self) -> int:
         total = self.n_real + self.n_pseudo_per_epoch
         return -(-total // self.world)
 
@@ -82,9 +86,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
         pseudo = self.n_real + torch.randperm(self.n_pseudo, generator=generator)[: self.n_pseudo_per_epoch]
         order = torch.cat([torch.arange(self.n_real), pseudo])
         order = order[torch.randperm(len(order), generator=generator)].tolist()
-        per_rank = len(self)
+        per_rank = self._per_rank()
         order = (order * self.world)[: per_rank * self.world]
-        return iter((self.epoch, index) for index in order[self.rank :: self.world])
+        return iter((self.epoch, index) for index in order[self.rank :: self.world][self.skip :])
 
 
 class Loaders:
