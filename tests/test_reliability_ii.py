@@ -5,6 +5,7 @@ case of the catalogue in docs/errors-and-recovery.md gives its documented one-li
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pickle
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +32,9 @@ import validate
 from dataset import create_kfolds, synthetic
 from dataset.openeds import image_relpath, label_relpath, read_sample_list
 from scripts import demo
+from utils import submission
 from utils.errors import InputError
+from utils.submission import encode_file
 
 TINY = ROOT / "configs" / "tiny.yaml"
 
@@ -502,3 +506,62 @@ def test_a_bad_frame_in_a_batch_does_not_lose_the_good_frames(
     saved = sorted(path.relative_to(preds).as_posix() for path in preds.rglob("*.npy"))
     assert saved == ["S_0/1.npy", "S_0/7.npy", "S_1/1.npy", "S_1/7.npy"]
     assert not (preds / "output.txt").exists()
+
+
+# --- 7. the submission decoder ---------------------------------------------------------------------------
+
+
+def a_submission(tmp_path: Path, entries: dict[str, str]) -> Path:
+    path = tmp_path / "submission.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+@pytest.mark.parametrize("key", ["", "."])
+def test_decoder_refuses_an_empty_or_dot_key(
+    key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.zeros((400, 640), np.uint8))
+    sub = a_submission(tmp_path, {"S_0/1.npy": encode_file(mask), key: encode_file(mask)})
+    out = tmp_path / "decoded"
+
+    line = error_line(submission.main, ["decode", "--json", str(sub), "--out", str(out)], capsys)
+
+    assert line == f"error: {sub}: entry {key!r} is not a relative file path inside the output folder"
+    assert not out.exists()
+
+
+def test_decoder_bounds_the_expansion_of_an_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = bytes([255, 0]) * (submission.MAX_DECODED_BYTES // 255 + 1)  # 131 KB that asks for 16 MiB + 255
+    sub = a_submission(tmp_path, {"S_0/1.npy": base64.b64encode(bomb).decode()})
+
+    line = error_line(submission.main, ["decode", "--json", str(sub), "--out", str(tmp_path / "out")], capsys)
+
+    assert f"entry 'S_0/1.npy' decodes to {len(bomb) // 2 * 255} bytes, more than the" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_decoder_streams_and_writes_atomically(tmp_path: Path) -> None:
+    """40 masks (10 MB decoded): decoding holds about one at a time, and leaves no temp files."""
+    rng = np.random.default_rng(0)
+    entries = {}
+    for n in range(40):
+        mask = tmp_path / "mask.npy"
+        np.save(
+            mask, np.repeat(rng.integers(0, 4, (400, 1), dtype=np.uint8), 640, axis=1)
+        )  # runs, as masks have
+        entries[f"S_0/{n}.npy"] = encode_file(mask)
+    sub = a_submission(tmp_path, entries)
+    out = tmp_path / "decoded"
+
+    tracemalloc.start()
+    try:
+        submission.main(["decode", "--json", str(sub), "--out", str(out)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 40 * 256_128 / 4, peak  # all decoded masks at once would be 10 MB
+    assert len(list(out.rglob("*.npy"))) == 40 and not list(out.rglob("*.tmp"))
+    np.testing.assert_array_equal(np.load(out / "S_0/39.npy"), np.load(tmp_path / "mask.npy"))
