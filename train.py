@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(config).to(device)
     if config.channels_last:  # CUDA tensor cores; on CPUs with AMX/AVX-512 too (BENCHMARKS.md)
         model.to_channels_last()
-    criterion = build_loss(config.mask_loss.type, loss_params(config))
+    try:
+        criterion = build_loss(config.mask_loss.type, loss_params(config))
+    except ValueError as exc:  # an unknown loss type or a parameter that loss does not take
+        raise InputError(f"mask_loss: {exc}", args.config) from None
     optimizer = build_optimizer(model, config.optimizer)
     scheduler = build_scheduler(optimizer, config.optimizer, len(loaders.train))
     amp_dtype, use_scaler = amp_settings(config, device)

@@ -105,7 +105,8 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError("image not found", path) from None
     except OSError as exc:
         raise InputError(f"cannot read image ({exc.strerror})", path) from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # An empty buffer is an OpenCV assertion error, not a None.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
         raise InputError("not a readable image (corrupt or truncated PNG?)", path)
     if image.ndim != 2:

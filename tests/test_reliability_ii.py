@@ -6,9 +6,11 @@ case of the catalogue in docs/errors-and-recovery.md gives its documented one-li
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import pickle
+import re
 import shlex
 import shutil
 import signal
@@ -384,6 +386,7 @@ def test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume(
     stopped = [line for line in log.read_text().splitlines() if line.startswith("stopped by SIGTERM")]
     assert len(stopped) == 1 and f"{last} saved; continue with: python train.py " in stopped[0], stopped
     assert stopped[0].endswith("--resume auto")
+    assert_catalogued("SIGTERM during training", stopped[0])
     payload = torch.load(last, weights_only=True)
     assert payload["epoch"] == 1 and 1 <= payload["step"] < 8  # mid-epoch 2
 
@@ -565,3 +568,197 @@ def test_decoder_streams_and_writes_atomically(tmp_path: Path) -> None:
     assert peak < 40 * 256_128 / 4, peak  # all decoded masks at once would be 10 MB
     assert len(list(out.rglob("*.npy"))) == 40 and not list(out.rglob("*.tmp"))
     np.testing.assert_array_equal(np.load(out / "S_0/39.npy"), np.load(tmp_path / "mask.npy"))
+
+
+# --- the catalogue of docs/errors-and-recovery.md, row by row ---------------------------------------------
+
+
+def catalogue() -> dict[str, str]:
+    """case -> message template, from the table under '## Catalogue'."""
+    text = (ROOT / "docs" / "errors-and-recovery.md").read_text().split("\n## Catalogue\n", 1)[1]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    return {row.split(" | ")[0][2:]: row.split("`")[1] for row in rows}
+
+
+def assert_catalogued(case: str, line: str) -> None:
+    """`line` is the catalogue's message for `case`; `<...>` in the template matches any text."""
+    template = catalogue()[case]
+    pattern = "".join(
+        ".+?" if part.startswith("<") else re.escape(part) for part in re.split(r"(<[^>]+>)", template)
+    )
+    assert re.fullmatch(pattern, line), f"\n{line}\ndoes not match the catalogue's\n{template}"
+
+
+Case = Callable[[Path, Path, Path, pytest.CaptureFixture[str], pytest.MonkeyPatch], str]
+CASES: dict[str, Case] = {}
+
+
+def case(name: str) -> Callable[[Case], Case]:
+    def register(produce: Case) -> Case:
+        CASES[name] = produce
+        return produce
+
+    return register
+
+
+@case("damaged frames in the fold")
+def _damaged_frames(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    (data / "S_0/1.png").write_bytes(b"\x89PNG not really")
+    np.save(data / "S_0/label_4.npy", np.full((400, 640), 7, np.uint8))
+    keys = "S_0/label_1.npy\nS_0/label_4.npy\n"
+    (data / "fold_0_train.txt").write_text(keys + (data / "fold_0_train.txt").read_text().replace(keys, ""))
+    (data / "fold_0_val.txt").write_text((data / "fold_0_val.txt").read_text().replace(keys, ""))
+    return error_line(train.main, train_argv(data, tmp_path / "runs"), capsys)
+
+
+@case("fold frame not in the index")
+def _not_in_index(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    with open(data / "fold_0_train.txt", "a") as handle:
+        handle.write("S_0/label_2.npy\n")
+    return error_line(train.main, train_argv(data, tmp_path / "runs"), capsys)
+
+
+@case("train and val overlap")
+def _overlap(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    with open(data / "fold_0_train.txt", "a") as handle:
+        handle.write((data / "fold_0_val.txt").read_text().splitlines()[0] + "\n")
+    return error_line(train.main, train_argv(data, tmp_path / "runs"), capsys)
+
+
+@case("run folder without last.pt")
+def _no_last(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    run = shutil.copytree(checkpoint.parent, tmp_path / "runs" / "tiny" / "fold_0")
+    (run / "last.pt").unlink()
+    rows = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join([*rows, rows[1].replace("1,", "2,", 1)]) + "\n")
+    return error_line(train.main, train_argv(data, tmp_path / "runs"), capsys)
+
+
+@case("checkpoint of another fold")
+def _another_fold(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    run_ok([*train_argv(data, tmp_path / "runs"), "--fold", "1"])
+    resume = tmp_path / "runs" / "tiny" / "fold_1" / "last.pt"
+    return error_line(train.main, train_argv(data, tmp_path / "runs", "--resume", resume), capsys)
+
+
+@case("unknown loss type")
+def _loss_type(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    return error_line(
+        train.main, train_argv(data, tmp_path / "runs", "--set", "mask_loss.type=Tversky"), capsys
+    )
+
+
+@case("loss parameter the loss does not take")
+def _loss_param(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    sets = ["--set", "mask_loss.type=Dice", "--set", "mask_loss.params.ohpm=true"]
+    return error_line(train.main, train_argv(data, tmp_path / "runs", *sets), capsys)
+
+
+@case("--set value that is not YAML")
+def _set_yaml(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    return error_line(train.main, train_argv(data, tmp_path / "runs", "--set", "seed=[1"), capsys)
+
+
+@case("malformed pseudo manifest key")
+def _pseudo_key(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    pseudo, _ = pseudo_folder(data, tmp_path / "pseudo")
+    (pseudo / "pseudo.json").write_text(json.dumps({"keys": ["S_0/frame_1"], "trained_on": []}))
+    return error_line(train.main, train_argv(data, tmp_path / "runs", "--pseudo-dir", pseudo), capsys)
+
+
+def _disk_full(*args: object, **kwargs: object) -> None:
+    handle = args[1] if len(args) > 1 and hasattr(args[1], "write") else args[0]
+    handle.write(b"partial")  # type: ignore[union-attr]
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), getattr(handle, "name", None))
+
+
+@case("full disk writing a checkpoint")
+def _full_disk_checkpoint(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    monkeypatch.setattr(torch, "save", lambda payload, handle: _disk_full(handle))
+    line = error_line(train.main, train_argv(data, tmp_path / "runs"), capsys)
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
+    return line
+
+
+@case("full disk writing a prediction")
+def _full_disk_prediction(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    monkeypatch.setattr(np, "save", lambda handle, array: _disk_full(handle))
+    preds = tmp_path / "preds"
+    line = error_line(
+        predict_ensemble.main,
+        predict_argv(data, checkpoint, ["S_0/1"], tmp_path, "--save-dir", preds),
+        capsys,
+    )
+    assert not list(preds.rglob("*.tmp")) and not list(preds.rglob("*.npy"))
+    return line
+
+
+@case("ground-truth pickle with code")
+def _pickle_code(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    (tmp_path / "gt.pkl").write_bytes(pickle.dumps({"S_0/1.npy": _RunsCode(tmp_path / "ran")}))
+    argv = ["--data-dir", str(data), "--pred-dir", str(data), "--gt-pkl", str(tmp_path / "gt.pkl")]
+    return error_line(validate.main, argv, capsys)
+
+
+@case("ground-truth pickle not at the path given")
+def _pickle_path(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    (data / "gt.pkl").write_bytes(pickle.dumps({}))
+    monkeypatch.chdir(tmp_path)
+    return error_line(
+        validate.main, ["--data-dir", str(data), "--pred-dir", str(data), "--gt-pkl", "gt.pkl"], capsys
+    )
+
+
+@case("prediction folder of another precision")
+def _precision(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    argv = predict_argv(
+        data, checkpoint, ["S_0/1"], tmp_path, "--save-dir", tmp_path / "preds", "--gpu", "cpu"
+    )
+    predict_ensemble.main([*argv, "--precision", "fp32"])
+    return error_line(predict_ensemble.main, [*argv, "--precision", "bf16"], capsys)
+
+
+@case("bad frames while predicting")
+def _bad_frames_predict(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    for key in ("S_0/4", "S_1/4"):
+        (data / image_relpath(key)).write_bytes(b"")
+    argv = predict_argv(data, checkpoint, ["S_0/1", "S_0/4", "S_1/4"], tmp_path, "--save-dir", tmp_path / "p")
+    return error_line(predict_ensemble.main, argv, capsys)
+
+
+@case('submission key "."')
+def _submission_dot(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    sub = a_submission(tmp_path, {".": base64.b64encode(bytes([1, 0])).decode()})
+    return error_line(submission.main, ["decode", "--json", str(sub), "--out", str(tmp_path / "out")], capsys)
+
+
+@case("submission entry too large")
+def _submission_bomb(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    bomb = bytes([255, 0]) * (submission.MAX_DECODED_BYTES // 255 + 1)
+    sub = a_submission(tmp_path, {"S_0/1.npy": base64.b64encode(bomb).decode()})
+    return error_line(submission.main, ["decode", "--json", str(sub), "--out", str(tmp_path / "out")], capsys)
+
+
+@case("synthetic image not written")
+def _synthetic_write(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    monkeypatch.setattr(synthetic.cv2, "imwrite", lambda *args, **kwargs: False)
+    argv = ["--out", str(tmp_path / "synthetic"), "--sequences", "1", "--frames", "12", "--label-every", "4"]
+    return error_line(synthetic.main, [*argv, "--test-per-sequence", "1"], capsys)
+
+
+# Rows whose case needs a real subprocess: the named test checks the line against the table.
+CHECKED_BY_TEST = {
+    "SIGTERM during training": "test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume"
+}
+
+
+def test_every_catalogue_row_is_tested() -> None:
+    assert sorted(catalogue()) == sorted([*CASES, *CHECKED_BY_TEST])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_catalogue_case(
+    name: str, data: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    assert_catalogued(name, CASES[name](data, checkpoint, tmp_path, capsys, monkeypatch))
