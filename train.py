@@ -136,12 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     start_epoch, best_miou = 0, -1.0
     start_step, carry = 0, (0.0, 0, 0.0)  # a run stopped mid-epoch: steps done, (loss sum, images, s)
     history = History(run_dir / "history.csv")
-    resume_path = resolve_resume(args.resume, run_dir)
+    resume_path = distributed.from_main(lambda: resolve_resume(args.resume, run_dir))  # one decision
     if resume_path is None:
-        check_fresh_start(run_dir)
+        distributed.from_main(lambda: check_fresh_start(run_dir))
         history.truncate(0)  # rows of a first epoch killed while saving
     if resume_path is not None:
-        payload = load_checkpoint(resume_path)
+        payload = distributed.on_every_rank(lambda: load_checkpoint(resume_path))
         trained_on = check_same_run(payload, resume_path, run_dir, args.fold, trained_on)
         changed = config_changes(payload.get("config"), config)
         if changed:

@@ -34,7 +34,8 @@ import validate
 from dataset import create_kfolds, synthetic
 from dataset.openeds import image_relpath, label_relpath, read_sample_list
 from scripts import demo
-from utils import submission
+from training.state import restore_rng_state, rng_state
+from utils import distributed, submission
 from utils.errors import InputError
 from utils.submission import encode_file
 
@@ -748,7 +749,9 @@ def _synthetic_write(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
 
 # Rows whose case needs a real subprocess: the named test checks the line against the table.
 CHECKED_BY_TEST = {
-    "SIGTERM during training": "test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume"
+    "SIGTERM during training": "test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume",
+    "checkpoint of another number of processes": "test_resume_with_another_number_of_processes_is_refused",
+    "checkpoint a rank cannot read": "test_rank_0_decides_and_a_rank_that_cannot_load_fails_every_rank",
 }
 
 
@@ -762,3 +765,82 @@ def test_catalogue_case(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     assert_catalogued(name, CASES[name](data, checkpoint, tmp_path, capsys, monkeypatch))
+
+
+# --- 4. distributed resume ------------------------------------------------------------------------------
+
+
+def test_resume_with_another_number_of_processes_is_refused(folds_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    run_ok(train_argv(folds_data, out))  # one process
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547"]
+
+    proc = subprocess.run(
+        [*torchrun, "train.py", *train_argv(folds_data, out, "--resume", "auto", epochs=2)],
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    # One line per rank; torchrun's own launcher adds its ChildFailedError report, not ours.
+    assert proc.returncode != 0 and len(errors) == 2, proc.stderr[-3000:]
+    assert 'train.py", line' not in proc.stderr and "utils/" not in proc.stderr, proc.stderr[-3000:]
+    last = out / "tiny" / "fold_0" / "last.pt"
+    for line in errors:
+        assert line.startswith(f"error: {last}: ")
+        assert_catalogued("checkpoint of another number of processes", line)
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def _two_ranks(rank: int, folder: str) -> None:
+    """A gloo group of 2: rank 0 decides for both; a load that fails on rank 1 fails both."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29548", RANK=str(rank), WORLD_SIZE="2")
+    distributed.init_distributed(torch.device("cpu"))
+    decided = distributed.from_main(lambda: f"decided by rank {distributed.rank()}")
+
+    def load() -> str:
+        if distributed.rank() == 1:
+            raise InputError("checkpoint not found", "runs/x/last.pt")
+        return "loaded"
+
+    try:
+        distributed.on_every_rank(load)
+        outcome = "loaded"
+    except InputError as exc:
+        outcome = str(exc)
+    Path(folder, f"rank{rank}.txt").write_text(f"{decided}\n{outcome}\n")
+    distributed.cleanup()
+
+
+def test_rank_0_decides_and_a_rank_that_cannot_load_fails_every_rank(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_two_ranks, args=(str(tmp_path),), nprocs=2)
+
+    for rank in (0, 1):
+        decided, outcome = (tmp_path / f"rank{rank}.txt").read_text().splitlines()
+        assert decided == "decided by rank 0"
+        assert_catalogued("checkpoint a rank cannot read", f"error: {outcome}")
+
+
+def test_the_process_group_has_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kwargs: calls.append(kwargs))
+
+    distributed.init_distributed(torch.device("cpu"))
+
+    assert calls and calls[0]["timeout"].total_seconds() == distributed.TIMEOUT_S
+
+
+def test_cuda_rng_states_of_a_machine_with_more_gpus_restore_on_fewer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    restored: list[int] = []
+    state = rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2  # saved on two GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda new_state, device=0: restored.append(int(device)))
+
+    restore_rng_state(state)
+
+    assert restored == [0]

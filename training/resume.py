@@ -12,6 +12,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from utils import distributed
 from utils.errors import InputError
 
 __all__ = ["check_fresh_start", "check_same_run", "run_identity"]
@@ -54,8 +55,12 @@ def check_fresh_start(run_dir: Path) -> None:
 
 
 def run_identity(run_dir: Path, fold: int) -> dict[str, Any]:
-    """What a checkpoint records about the run that wrote it."""
-    return {"name": run_dir.parent.name, "fold": fold}
+    """What a checkpoint records about the run that wrote it.
+
+    world_size: the batch size is per process and each rank takes every world_size-th sample,
+    so another number of processes would continue with another schedule and data order.
+    """
+    return {"name": run_dir.parent.name, "fold": fold, "world_size": distributed.world_size()}
 
 
 def check_same_run(
@@ -70,7 +75,9 @@ def check_same_run(
     saved = payload.get("run") or {}
     current = run_identity(run_dir, fold)
     # A checkpoint inside this run folder is this run's, whatever the folder is called now.
-    compared = ("fold",) if Path(path).resolve().parent == Path(run_dir).resolve() else ("fold", "name")
+    compared = ("fold", "world_size")
+    if Path(path).resolve().parent != Path(run_dir).resolve():
+        compared += ("name",)
     changes = [
         f"{key}: {saved[key]!r} -> {current[key]!r}"
         for key in compared
@@ -83,7 +90,7 @@ def check_same_run(
     if changes:
         raise InputError(
             f"cannot resume: the checkpoint belongs to another run ({', '.join(changes)}); resume a run "
-            "with its own fold, --name and data, or start a new run without --resume",
+            "with its own fold, --name, data and number of processes, or start a new run without --resume",
             path,
         )
     return None if saved_on is None else trained_on
