@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
             distributed.barrier()
             stopped_at = f"epoch {epoch + 1}, step {done} of {(start_step if mid_epoch else 0) + len(loaders.train)}"
             log(f"stopped by SIGTERM in {stopped_at}: {run_dir / 'last.pt'} saved; continue with: {resume_command(argv)}")
+            loaders = None  # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown)
             sys.exit(EXIT_STOPPED)
         row: dict[str, object] = {
             "epoch": epoch + 1, "train_loss": round(stats.loss, 6), "lr": lr,
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         if not is_last and stop():  # SIGTERM during validation or saving: last.pt is this epoch's
             log(f"stopped by SIGTERM after epoch {epoch + 1}: {run_dir / 'last.pt'} saved; "
                 f"continue with: {resume_command(argv)}")
+            loaders = None
             sys.exit(EXIT_STOPPED)
     stop.uninstall()
     if writer is not None:

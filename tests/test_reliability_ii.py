@@ -402,6 +402,30 @@ def test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume(
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
 
 
+def test_sigterm_to_the_whole_process_group_with_dataloader_workers(folds_data: Path, tmp_path: Path) -> None:
+    """SLURM signals every process of the job: the DataLoader workers (forked after the handler
+    is installed, so they inherit it) must not die and take the run down with a traceback."""
+    argv = [
+        *train_argv(folds_data, tmp_path / "runs", "--workers", 1, epochs=3),
+        "--set",
+        "optimizer.batch_size=1",
+    ]
+    log = tmp_path / "train.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "train.py", *argv], cwd=ROOT, env=SUBPROCESS_ENV, stdout=handle,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+    while "epoch 1/3" not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr and "stopped by SIGTERM" in log.read_text()
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited."""
     proc = subprocess.Popen([sys.executable, "-c", ""])

@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
 from training.augment import AugmentedDataset, build_train_transform
 from training.preflight import check_fold_lists, check_frames
+from training.shutdown import ignore_sigterm
 from training.state import derive_seed
 from utils import distributed
 from utils.config import Config
@@ -127,7 +128,10 @@ def build_loaders(
     augmented = AugmentedDataset(ConcatDataset(parts), build_train_transform(config.input), seed)
     sampler = EpochSampler(len(train_keys), n_pseudo, config.pseudo.share, seed)
     batch_size = config.optimizer.batch_size
-    common = {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache}
+    common = {
+        "num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache,
+        "worker_init_fn": ignore_sigterm,  # the main process handles SIGTERM (training.shutdown)
+    }  # fmt: skip
     # drop_last keeps BatchNorm away from 1-sample batches.
     drop_last = len(sampler) > batch_size
     train = DataLoader(augmented, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)

@@ -15,7 +15,7 @@ from types import FrameType
 import torch
 import torch.distributed as dist
 
-__all__ = ["StopRequest", "EXIT_STOPPED", "resume_command"]
+__all__ = ["StopRequest", "EXIT_STOPPED", "resume_command", "ignore_sigterm"]
 
 EXIT_STOPPED = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
@@ -51,6 +51,13 @@ class StopRequest:
             if requested and self.signal is None:
                 self.signal = signal.SIGTERM  # another rank got it
         return requested
+
+
+def ignore_sigterm(worker_id: int = 0) -> None:
+    """DataLoader worker_init_fn: SLURM signals every process of a job, and a worker killed by
+    SIGTERM would end the run with a traceback before the main process could save. Workers
+    exit with the main process anyway."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def resume_command(argv: list[str]) -> str:
