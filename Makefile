@@ -39,5 +39,6 @@ format: $(STAMP)
 contact-sheet: $(STAMP)
 	$(PY) -m dataset.contact_sheet --out docs/synthetic.png
 
+# Not runs/: it holds users' trained models.
 clean:
-	rm -rf demo runs preds pseudo report .pytest_cache
+	rm -rf demo preds pseudo report .pytest_cache
