@@ -11,10 +11,14 @@ Prints one line: the resolved precision / layout, the ISA limit if any, and imag
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+if not __package__:  # run as a file (python bench/step.py): import from the repo root, as with -m
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench import isa_limit
 from losses import build_loss

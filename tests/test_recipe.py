@@ -311,6 +311,7 @@ RUNNABLE = [
     "bench/infer.py",
     "bench/memory.py",
     "bench/recipe_search.py",
+    "bench/step.py",
 ]
 
 
