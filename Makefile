@@ -37,7 +37,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 contact-sheet: $(STAMP)
-	$(PY) -m dataset.contact_sheet --out docs/synthetic.png
+	$(PY) -m viz.contact_sheet --out docs/synthetic.png
 
 clean:
 	rm -rf demo runs preds pseudo report .pytest_cache

@@ -26,9 +26,10 @@ import argparse
 from pathlib import Path
 
 from dataset.openeds import in_data_dir, read_sample_list
-from models.ensemble import DEFAULT_TTA, load_members, read_ensemble_file, spec_from_checkpoints
-from models.inference import TTA_MODES
-from models.predict import (
+from inference.engine import TTA_MODES
+from inference.hardware import channels_last_choice
+from inference.members import DEFAULT_TTA, load_members, read_ensemble_file, spec_from_checkpoints
+from inference.predict import (
     PRECISIONS,
     PredictJob,
     auto_min_area,
@@ -37,9 +38,8 @@ from models.predict import (
     precision_choice,
     run_prediction,
 )
-from models.pseudo import PseudoSettings
+from inference.pseudo import PseudoSettings
 from utils.errors import InputError, cli_entry
-from utils.hardware import channels_last_choice
 
 # The models predicted when neither --ensemble nor --checkpoints is given (the recipe's list).
 DEFAULT_ENSEMBLE = Path(__file__).resolve().parent / "configs" / "ensemble.yaml"

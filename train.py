@@ -14,19 +14,19 @@ from pathlib import Path
 
 import torch
 
+from config.schema import Config, config_name, load_config, save_config
 from dataset.openeds import CLASS_NAMES, OpenEDSIndex
+from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
+from inference.runtime import amp_settings, build_optimizer, resolve_runtime, select_device
 from losses import build_loss
 from models.checkpoint import load_checkpoint, model_state, save_checkpoint
 from models.zoo import build_model
 from training.data import build_loaders, fold_keys
 from training.loop import TrainingDiverged, evaluate, train_one_epoch
 from training.progress import History, plot_progress
-from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
-from training.runtime import amp_settings, build_optimizer, resolve_runtime, select_device
 from training.schedule import build_scheduler
 from training.state import restore_rng_state, rng_state, seed_everything
 from utils import distributed
-from utils.config import Config, config_name, load_config, save_config
 from utils.errors import InputError, cli_entry
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from bench import isa_limit
+from config.schema import load_config
+from inference.runtime import amp_settings, build_optimizer, resolve_runtime
 from losses import build_loss
 from models.zoo import build_model
 from train import loss_params  # (bench/train.py does the same; to move out of the entry script)
-from training.runtime import amp_settings, build_optimizer, resolve_runtime
-from utils.config import load_config
 
 __all__ = ["step_throughput"]
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from config.schema import Config, config_from_dict
 from models.safe_load import load_weights_only
 from models.zoo import SegmentationModel, build_model
 from utils.atomic import atomic_path
-from utils.config import Config, config_from_dict
 from utils.errors import InputError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "model_state"]

@@ -22,8 +22,8 @@ from pathlib import Path
 if not __package__:  # run as a file (python scripts/demo.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from utils.config import load_config
-from utils.demo_report import write_report
+from config.schema import load_config
+from viz.demo_report import write_report
 
 STAGE_TIMES: list[tuple[str, float]] = []
 

@@ -11,9 +11,9 @@ from helpers import ROOT, run_script
 from bench.infer import Setting, make_checkpoints, run_engine
 from bench.naive import naive_predict
 from bench.run_all import AVX2_BEGIN, AVX2_END, END, HEADING, render_section, update_markdown
+from config.schema import load_config
 from dataset.openeds import OpenEDSIndex
-from models.ensemble import load_members, spec_from_checkpoints
-from utils.config import load_config
+from inference.members import load_members, spec_from_checkpoints
 
 
 def test_engine_matches_naive_loop_on_the_same_checkpoints(tmp_path: Path) -> None:

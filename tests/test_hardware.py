@@ -10,11 +10,11 @@ import yaml
 from helpers import ROOT
 
 import train
+from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
-from models.predict import precision_choice
-from training.runtime import amp_settings, resolve_runtime
-from utils import hardware
-from utils.config import load_config
+from inference import hardware
+from inference.predict import precision_choice
+from inference.runtime import amp_settings, resolve_runtime
 
 CPU = torch.device("cpu")
 AMX = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True}

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import ROOT
 
+from config.schema import load_config
+from inference.engine import EnsemblePredictor
 from models.checkpoint import model_from_checkpoint, save_checkpoint
-from models.inference import EnsemblePredictor
 from models.zoo import build_model
 from training.schedule import lr_at
-from utils.config import load_config
 from utils.errors import InputError
 
 TINY = ROOT / "configs" / "tiny.yaml"

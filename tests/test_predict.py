@@ -15,13 +15,13 @@ from conftest import write_tiny_dataset
 from helpers import ROOT, assert_one_line_error, run_script
 
 import predict_ensemble
+from config.schema import load_config
 from dataset.openeds import image_relpath, read_image
+from inference.engine import EnsemblePredictor, drop_small_classes
+from inference.members import load_members, read_ensemble_file
+from inference.predict import is_complete_mask, save_npy_atomic
 from models.checkpoint import model_from_checkpoint, save_checkpoint
-from models.ensemble import load_members, read_ensemble_file
-from models.inference import EnsemblePredictor, drop_small_classes
-from models.predict import is_complete_mask, save_npy_atomic
 from models.zoo import build_model
-from utils.config import load_config
 from utils.errors import InputError
 from utils.submission import read_submission
 

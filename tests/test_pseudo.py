@@ -12,10 +12,10 @@ from helpers import run_script
 from test_predict import FPN_OVERRIDES, tiny_checkpoint
 
 from dataset.openeds import IGNORE_INDEX, OpenEDSIndex, image_relpath, label_relpath, read_image
+from inference.engine import EnsemblePredictor
+from inference.pseudo import trained_on_union
+from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 from models.checkpoint import model_from_checkpoint
-from models.inference import EnsemblePredictor
-from models.pseudo import trained_on_union
-from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 
 # Unlabeled frames (labels sit at n % 3 == 1), two per sequence.
 FRAMES = ["S_0/0", "S_0/2", "S_1/3", "S_1/5"]

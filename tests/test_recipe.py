@@ -26,12 +26,12 @@ import yaml
 from conftest import write_tiny_dataset
 from helpers import ROOT, assert_one_line_error
 
+from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
 from dataset.openeds import read_image
 from models.checkpoint import load_checkpoint, model_from_checkpoint
 from models.zoo import build_model
 from training.augment import AugmentedDataset, build_train_transform
-from utils.config import load_config
 from utils.errors import InputError
 
 RECIPE_JSON = ROOT / "configs" / "seed-efficientnet-b7.json"
@@ -300,10 +300,11 @@ def test_predict_ensemble_help_names_the_default_models() -> None:
     assert "configs/ensemble.yaml" in " ".join(proc.stdout.split())
 
 
+PACKAGES = ("config", "dataset", "losses", "models", "inference", "evaluation", "training", "viz", "utils", "scripts", "bench")
 RUNNABLE = [
     "dataset/create_kfolds.py",
-    "dataset/synthetic.py",
-    "dataset/contact_sheet.py",
+    "dataset/synthetic",
+    "viz/contact_sheet.py",
     "utils/submission.py",
     "scripts/demo.py",
     "bench/run_all.py",
@@ -316,9 +317,9 @@ RUNNABLE = [
 
 def test_every_runnable_module_has_a_main_and_is_listed_here() -> None:
     found = {
-        str(path.relative_to(ROOT))
-        for folder in ("dataset", "utils", "scripts", "bench", "models", "training", "losses")
-        for path in (ROOT / folder).glob("*.py")
+        str(path.relative_to(ROOT)).removesuffix("/__main__.py")
+        for folder in PACKAGES
+        for path in (ROOT / folder).rglob("*.py")
         if 'if __name__ == "__main__"' in path.read_text()
     }
     assert found == set(RUNNABLE)

@@ -32,11 +32,11 @@ from helpers import ROOT, assert_one_line_error
 import predict_ensemble
 import train
 import validate
+from config.schema import load_config
 from dataset import create_kfolds
 from dataset.openeds import image_relpath, label_relpath, pred_relpath, read_label, read_sample_list
+from inference.predict import MASK_FILE_BYTES
 from models.checkpoint import load_checkpoint
-from models.predict import MASK_FILE_BYTES
-from utils.config import load_config
 
 TINY = ROOT / "configs" / "tiny.yaml"
 EPOCHS = 4

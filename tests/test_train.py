@@ -12,9 +12,9 @@ import pytest
 import torch
 from helpers import ROOT, assert_one_line_error, run_script
 
+from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
 from models.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.config import load_config
 
 TINY = ROOT / "configs" / "tiny.yaml"
 

@@ -1,4 +1,4 @@
-"""validate.py end to end on a tiny dataset: its numbers equal utils.metrics, errors are clean, overlays rank right."""
+"""validate.py end to end on a tiny dataset: its numbers equal evaluation.metrics, errors are clean, overlays rank right."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from dataset.openeds import (
     read_sample_list,
     write_sample_list,
 )
+from evaluation.metrics import SegmentationMeter
+from evaluation.report import ground_truth_from_pickle
 from utils.errors import InputError
-from utils.metrics import SegmentationMeter
-from utils.report import ground_truth_from_pickle
 
 
 def _validate(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from config.schema import Config
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
 from training.augment import AugmentedDataset, build_train_transform
 from training.state import derive_seed
 from utils import distributed
-from utils.config import Config
 from utils.errors import InputError
 
 __all__ = ["fold_keys", "EpochSampler", "build_loaders", "Loaders"]

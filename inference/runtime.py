@@ -7,9 +7,9 @@ import os
 import torch
 from torch import nn
 
-from utils.config import Config
-from utils.config import Optimizer as OptimizerConfig
-from utils.hardware import bf16_choice, channels_last_choice
+from config.schema import Config
+from config.schema import Optimizer as OptimizerConfig
+from inference.hardware import bf16_choice, channels_last_choice
 
 __all__ = ["select_device", "resolve_runtime", "amp_settings", "build_optimizer", "OPTIMIZERS"]
 

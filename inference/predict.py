@@ -38,9 +38,10 @@ from dataset.openeds import (
     read_label,
     write_sample_list,
 )
-from models.ensemble import Member
-from models.inference import EnsemblePredictor
-from models.pseudo import (
+from inference.engine import EnsemblePredictor
+from inference.hardware import bf16_choice, channels_last_choice
+from inference.members import Member
+from inference.pseudo import (
     JOURNAL_GLOB,
     FrameRecord,
     PseudoJournal,
@@ -51,10 +52,9 @@ from models.pseudo import (
     read_journals,
     trained_on_union,
 )
-from training.pseudo_keys import PSEUDO_MANIFEST
+from inference.pseudo_keys import PSEUDO_MANIFEST
 from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError
-from utils.hardware import bf16_choice, channels_last_choice
 from utils.submission import write_submission
 
 __all__ = [

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from dataset.openeds import IGNORE_INDEX
-from training.pseudo_keys import PSEUDO_MANIFEST
+from inference.pseudo_keys import PSEUDO_MANIFEST
 
 __all__ = [
     "PseudoSettings",

@@ -28,16 +28,12 @@ import math
 import multiprocessing
 import pickle
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-if not __package__:  # run as a file (python dataset/synthetic.py): import from the repo root, as with -m
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError, cli_entry
@@ -642,7 +638,3 @@ def main(argv: list[str] | None = None) -> dict:
         f"({summary['frames_per_s']:.0f} frames/s, {summary['frames_per_s_per_worker']:.0f} per worker)"
     )
     return summary
-
-
-if __name__ == "__main__":
-    main()

@@ -3,8 +3,8 @@
 Used to eyeball the generator against real OpenEDS frames (docs/synthetic.png) and to check
 any data folder at a glance:
 
-    python -m dataset.contact_sheet --out docs/synthetic.png
-    python -m dataset.contact_sheet --out sheet.png --data-dir openEDS2020-SparseSegmentation/participant
+    python -m viz.contact_sheet --out docs/synthetic.png
+    python -m viz.contact_sheet --out sheet.png --data-dir openEDS2020-SparseSegmentation/participant
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-if not __package__:  # run as a file (python dataset/contact_sheet.py): import from the repo root, as with -m
+if not __package__:  # run as a file (python viz/contact_sheet.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from dataset.synthetic import EyeSequence, plan_sequence
+from dataset.synthetic.render import EyeSequence, plan_sequence
 from utils.errors import InputError, cli_entry
 
 __all__ = ["CLASS_COLOURS", "colour_label", "pick_synthetic", "pick_from_folder", "contact_sheet", "main"]

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from dataset.openeds import CLASS_NAMES, image_relpath, parse_sample_name, read_image
+from evaluation.report import FrameScore, GroundTruth, read_prediction, write_bytes_atomic
 from utils.errors import InputError
-from utils.report import FrameScore, GroundTruth, read_prediction, write_bytes_atomic
 
 __all__ = ["OUTLINE_COLOURS", "draw_overlay", "caption", "tile_grid", "write_worst_overlays"]
 

@@ -29,10 +29,10 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from config.schema import Config, load_config
+from inference.engine import TTA_MODES
 from models.checkpoint import model_from_checkpoint
-from models.inference import TTA_MODES
 from models.zoo import SegmentationModel
-from utils.config import Config, load_config
 from utils.errors import InputError
 
 __all__ = [
