@@ -17,12 +17,13 @@ import torch
 from config.schema import Config, config_name, load_config, save_config
 from dataset.openeds import CLASS_NAMES, OpenEDSIndex
 from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
-from inference.runtime import amp_settings, build_optimizer, resolve_runtime, select_device
-from losses import build_loss
+from inference.runtime import amp_settings, resolve_runtime, select_device
 from models.checkpoint import load_checkpoint, model_state, save_checkpoint
 from models.zoo import build_model
+from training.criterion import build_criterion
 from training.data import build_loaders, fold_keys
 from training.loop import TrainingDiverged, evaluate, train_one_epoch
+from training.optim import build_optimizer
 from training.progress import History, plot_progress
 from training.schedule import build_scheduler
 from training.state import restore_rng_state, rng_state, seed_everything
@@ -77,14 +78,6 @@ def config_changes(saved: dict | None, config: Config) -> str:
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
     shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:3]]
     return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-
-
-def loss_params(config: Config) -> dict:
-    """Only the loss parameters the config sets (each loss type takes its own subset)."""
-    params = config.mask_loss.params.model_dump(exclude_unset=True)
-    if config.mask_loss.type == "ComboLoss":
-        params.setdefault("weights", config.mask_loss.params.weights.model_dump(exclude_defaults=True))
-    return params
 
 
 def eta_line(images_per_s: float, first_epoch_s: float, epochs_left: int, val_interval: int) -> str:
@@ -142,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(config, pretrained=resume_path is None).to(device)  # a resume loads every weight
     if config.channels_last:
         model.to_channels_last()
-    criterion = build_loss(config.mask_loss.type, loss_params(config))
+    criterion = build_criterion(config)
     optimizer = build_optimizer(model, config.optimizer)
     scheduler = build_scheduler(optimizer, config.optimizer, len(loaders.train))
     amp_dtype, use_scaler = amp_settings(config, device)

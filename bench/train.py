@@ -28,13 +28,14 @@ from bench import synthetic_data
 from bench.naive import NaiveTrainDataset, naive_train_epoch
 from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex
-from inference.runtime import amp_settings, build_optimizer, select_device
+from inference.runtime import amp_settings, select_device
 from losses import build_loss
 from models.zoo import build_model
-from train import loss_params
 from training.augment import build_train_transform
+from training.criterion import loss_params
 from training.data import build_loaders
 from training.loop import train_one_epoch
+from training.optim import build_optimizer
 from training.schedule import build_scheduler
 
 __all__ = ["TRAIN_CONFIG", "fast_throughput", "naive_throughput", "run_training"]

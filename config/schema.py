@@ -176,10 +176,12 @@ class Config(_Strict):
     @field_validator("network")
     @classmethod
     def _known_network(cls, value: str) -> str:
-        from models.zoo import NETWORKS
+        # smp's own registry, which models/zoo.py builds from (imported here, not at the top:
+        # reading a config should not pay for importing smp).
+        from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING as networks
 
-        if value.lower() not in NETWORKS:
-            raise ValueError(f"unknown network {value!r}; choose one of {sorted(NETWORKS)}")
+        if value.lower() not in networks:
+            raise ValueError(f"unknown network {value!r}; choose one of {sorted(networks)}")
         return value.lower()
 
     @model_validator(mode="after")

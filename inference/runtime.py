@@ -1,23 +1,15 @@
-"""Device, mixed precision and optimizer choices, picked from the config and the hardware."""
+"""Device and mixed-precision choices, picked from the config and the hardware (training and prediction)."""
 
 from __future__ import annotations
 
 import os
 
 import torch
-from torch import nn
 
 from config.schema import Config
-from config.schema import Optimizer as OptimizerConfig
 from inference.hardware import bf16_choice, channels_last_choice
 
-__all__ = ["select_device", "resolve_runtime", "amp_settings", "build_optimizer", "OPTIMIZERS"]
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "AdamW": torch.optim.AdamW,
-    "Adam": torch.optim.Adam,
-    "SGD": torch.optim.SGD,
-}
+__all__ = ["select_device", "resolve_runtime", "amp_settings"]
 
 
 def select_device(gpu: str | None = None) -> torch.device:
@@ -60,10 +52,3 @@ def amp_settings(config: Config, device: torch.device) -> tuple[torch.dtype | No
             return torch.bfloat16, False
     return None, False
 
-
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters()]
-    kwargs: dict[str, float] = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay}
-    if cfg.type == "SGD":
-        kwargs["momentum"] = cfg.momentum
-    return OPTIMIZERS[cfg.type](params, **kwargs)

@@ -309,6 +309,7 @@ RUNNABLE = [
     "scripts/demo.py",
     "bench/run_all.py",
     "bench/train.py",
+    "bench/step.py",
     "bench/infer.py",
     "bench/memory.py",
     "bench/recipe_search.py",
