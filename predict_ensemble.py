@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
 from dataset.openeds import in_data_dir, read_sample_list
 from inference.engine import TTA_MODES
 from inference.hardware import channels_last_choice
-from inference.members import DEFAULT_TTA, load_members, read_ensemble_file, spec_from_checkpoints
+from inference.members import load_members, read_ensemble_file
 from inference.predict import (
     PRECISIONS,
     PredictJob,

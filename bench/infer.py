@@ -30,10 +30,11 @@ if not __package__:  # run as a file (python bench/infer.py): import from the re
 
 from bench import synthetic_data
 from bench.naive import naive_predict
+from config.ensemble import spec_from_checkpoints
 from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex, UnlabeledDataset, image_relpath, read_image
 from inference.engine import EnsemblePredictor, autocast_context
-from inference.members import Member, load_members, spec_from_checkpoints
+from inference.members import Member, load_members
 from models.checkpoint import save_checkpoint
 from models.zoo import build_model
 

@@ -82,8 +82,9 @@ def _run(what: str, work_dir: Path, frames: int, epochs: int, workers: int) -> d
     if what.startswith("infer"):
         from bench.infer import Setting, run_engine
         from bench.naive import naive_predict
+        from config.ensemble import spec_from_checkpoints
         from dataset.openeds import OpenEDSIndex
-        from inference.members import load_members, spec_from_checkpoints
+        from inference.members import load_members
 
         members = load_members(spec_from_checkpoints(sorted(str(p) for p in work_dir.glob("member_*.pt"))))
         keys = OpenEDSIndex.from_dir(data_dir).all_keys()[:frames]

@@ -11,9 +11,10 @@ from helpers import ROOT, run_script
 from bench.infer import Setting, make_checkpoints, run_engine
 from bench.naive import naive_predict
 from bench.run_all import AVX2_BEGIN, AVX2_END, END, HEADING, render_section, update_markdown
+from config.ensemble import spec_from_checkpoints
 from config.schema import load_config
 from dataset.openeds import OpenEDSIndex
-from inference.members import load_members, spec_from_checkpoints
+from inference.members import load_members
 
 
 def test_engine_matches_naive_loop_on_the_same_checkpoints(tmp_path: Path) -> None:
