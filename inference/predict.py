@@ -1,6 +1,6 @@
 """A prediction run: frames -> ensemble -> .npy masks and/or pseudo-labels, resumable and shardable.
 
-The engine is models/inference.EnsemblePredictor; this module owns the files around it:
+The engine is inference/engine.EnsemblePredictor; this module owns the files around it:
 - every .npy is written atomically (temp file + os.replace): a killed run never leaves a partial
   file, and a file of the exact size np.save gives a (400, 640) uint8 array counts as complete;
 - a rerun skips complete frames; `.predict_state.json` in each output folder fingerprints what
@@ -140,7 +140,7 @@ def inference_device(gpu: str | None) -> torch.device:
 
 def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
     """(autocast dtype, why). auto: fp16 on CUDA; on a CPU bf16 only where it is native (AMX),
-    else fp32; an explicit bf16 on a CPU without it warns (utils/hardware.py)."""
+    else fp32; an explicit bf16 on a CPU without it warns (inference/hardware.py)."""
     if device.type == "cuda":
         dtype = torch.float16 if precision == "auto" else PRECISIONS[precision]
         return dtype, "auto: CUDA" if precision == "auto" else "set explicitly"

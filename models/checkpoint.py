@@ -1,4 +1,4 @@
-"""One checkpoint format, written atomically, loaded safely (DESIGN.md "Conventions").
+"""One checkpoint format, written atomically, loaded safely.
 
 A checkpoint is `{"model": state_dict, "optimizer", "scheduler", "scaler", "epoch",
 "best_miou", "config", "rng"}`; `config` is the resolved config as plain data, so a

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = [runs / name / f"fold_{fold}" / "best.pt" for fold in args.folds]
     if args.pseudo:
         # One round per fold, from that fold's own model: it never saw the fold's val labels,
-        # so the leakage rule (training/pseudo_keys.py) keeps every pseudo-labelled frame.
+        # so the leakage rule (inference/pseudo_keys.py) keeps every pseudo-labelled frame.
         for fold, checkpoint in zip(args.folds, checkpoints, strict=True):
             pseudo = out / "pseudo" / f"fold_{fold}"
             stage(f"pseudo-labels fold {fold}", "predict_ensemble.py", "--data-dir", data,

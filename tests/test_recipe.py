@@ -1,6 +1,6 @@
 """The original recipe, exactly: its config means what it meant, its commands and checkpoints work.
 
-The recipe is zeenolife/openeds_2020 (its README is ../shared/reference/seed-README.md). Nothing
+The recipe is zeenolife/openeds_2020 (its README's four commands are quoted in README.md, "The original recipe"). Nothing
 here downloads: the network is blocked wherever encoder weights are looked up, and the Hugging
 Face cache the tests read is one they write themselves.
 """

@@ -9,7 +9,7 @@ signed distance, and the label is the hard partition of the same distances (dist
 so labels are exact for the rendered geometry. Glints, eyelashes and streak reflections are
 drawn into the image only, never into the label, as in the real annotations.
 
-Layout written under `--out` (see DESIGN.md "The data"):
+Layout written under `--out` (README.md, "The data"):
 
     S_<k>/<n>.png              every frame, 8-bit gray, 640 x 400
     S_<k>/label_<n>.npy        sparse labels, uint8 (400, 640), 0 bg, 1 sclera, 2 iris, 3 pupil
@@ -54,7 +54,8 @@ HEIGHT, WIDTH = 400, 640
 # Completeness is signalled by images.txt, which is written last.
 MARKER_NAME = "synthetic.json"
 INDEX_NAMES = ("images.txt", "labels.txt", "test.txt", "test_sampleName_GT.pkl")
-# Sensor noise defeats LZ matching anyway: Huffman-only is ~1.5x faster than level 1 and smaller.
+# Sensor noise defeats LZ matching anyway: Huffman-only is faster than level 1 and smaller
+# (BENCHMARKS.md, "Numbers that used to live in code comments").
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 
 # Polar iris texture table: rows are the normalised radius (pupil edge -> limbus), columns
@@ -323,7 +324,7 @@ class EyeSequence:
         upper32, lower32 = upper.astype(np.float32), lower.astype(np.float32)
         crease = upper32 - 0.35 * self.iris_r * (0.3 + 0.7 * min(1.0, state.openness))
         # Everything that depends on the eye lives in a band of rows around it (lashes, crease
-        # and lid margins included); outside it the frame is plain skin. Saves ~40% of the work.
+        # and lid margins included); outside it the frame is plain skin, drawn once.
         top = max(0, int(crease.min()) - 56)
         bottom = min(HEIGHT, int(lower32.max()) + 32)
         rows = np.arange(top, bottom, dtype=np.float32)[:, None]
