@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from helpers import ROOT
+from conftest import ROOT
 
 # Lower number = lower layer. A module may import its own package or a package of a LOWER layer.
 LAYERS: dict[str, int] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import ROOT
+from conftest import ROOT
 
 import train
 from config.schema import load_config

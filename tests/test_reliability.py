@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_tiny_dataset
-from helpers import ROOT, assert_one_line_error
+from conftest import ROOT, assert_one_line_error, write_tiny_dataset
 
 import predict_ensemble
 import train
