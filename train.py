@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root")
     parser.add_argument("--fold", required=True, type=int, help="fold index (fold_<k>_train/val.txt)")
     parser.add_argument("--folds-dir", type=Path, help="where the fold files are (default: the data dir)")
-    parser.add_argument("--gpu", default=None, help="GPU ids (CUDA_VISIBLE_DEVICES), e.g. 0 or 0,1; 'cpu' forces the CPU")
+    parser.add_argument("--gpu", default=None, help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:LOCAL_RANK if present)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs"))
     parser.add_argument("--name", help="run name (default: the config's file name)")
     parser.add_argument("--resume", help="'auto' (last.pt of this run if any) or a checkpoint path")
@@ -100,17 +100,13 @@ def log(message: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.gpu is not None and args.gpu != "cpu":
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", args.gpu)
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.epochs is not None:
         overrides.append(f"optimizer.schedule.epochs={args.epochs}")
     config = load_config(args.config, overrides)
-    device = select_device(args.gpu)
-    if args.gpu not in (None, "cpu") and device.type == "cpu":
-        print(f"note: --gpu {args.gpu} given but CUDA is not available; training on the CPU", file=sys.stderr)
+    device = select_device(args.gpu)  # one meaning of --gpu: inference/runtime.py
     config, runtime_line = resolve_runtime(config, device)
     distributed.init_distributed(device)
     run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"

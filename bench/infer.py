@@ -33,8 +33,9 @@ from bench.naive import naive_predict
 from config.ensemble import spec_from_checkpoints
 from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex, UnlabeledDataset, image_relpath, read_image
-from inference.engine import EnsemblePredictor, autocast_context
+from inference.engine import EnsemblePredictor
 from inference.members import Member, load_members
+from inference.runtime import autocast_context
 from models.checkpoint import save_checkpoint
 from models.zoo import build_model
 

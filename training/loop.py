@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from dataset.openeds import IGNORE_INDEX
 from evaluation.metrics import SegmentationMeter
-from inference.engine import EnsemblePredictor, autocast_context
+from inference.engine import EnsemblePredictor
+from inference.runtime import autocast_context
 from utils import distributed
 
 __all__ = ["TrainingDiverged", "EpochStats", "train_one_epoch", "evaluate"]
