@@ -18,7 +18,7 @@ from config.schema import Config, config_name, load_config, save_config
 from dataset.openeds import CLASS_NAMES, OpenEDSIndex
 from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 from inference.runtime import amp_settings, resolve_runtime, select_device
-from models.checkpoint import load_checkpoint, model_state, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint, training_checkpoint
 from models.zoo import build_model
 from training.criterion import build_criterion
 from training.data import build_loaders, fold_keys
@@ -237,14 +237,10 @@ def main(argv: list[str] | None = None) -> None:
             improved = float(metrics["miou"]) > best_miou
             best_miou = max(best_miou, float(metrics["miou"]))
         if distributed.is_main():
-            payload = {
-                "model": model_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "best_miou": best_miou,
-                "config": config.model_dump(mode="json"), "rng": rng_state(),
-                # What this model learned from: the pseudo-label leakage rule reads it.
-                "trained_on": trained_on,
-            }
+            payload = training_checkpoint(
+                model, optimizer, scheduler, scaler, epoch=epoch + 1, best_miou=best_miou, config=config,
+                rng=rng_state(), trained_on=trained_on,
+            )
             history.append(row)
             if improved:
                 save_checkpoint(payload, run_dir / "best.pt")
