@@ -43,5 +43,6 @@ format: $(STAMP)
 contact-sheet: $(STAMP)
 	$(PY) -m viz.contact_sheet --out docs/synthetic.png
 
+# Not runs/: it holds users' trained models.
 clean:
-	rm -rf demo runs preds pseudo report .pytest_cache
+	rm -rf demo preds pseudo report .pytest_cache

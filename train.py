@@ -25,9 +25,12 @@ from training.data import build_loaders, fold_keys
 from training.loop import TrainingDiverged, evaluate, train_one_epoch
 from training.optim import build_optimizer
 from training.progress import History, plot_progress
+from training.resume import check_fresh_start, check_same_run, run_identity
 from training.schedule import build_scheduler
+from training.shutdown import EXIT_STOPPED, StopRequest, resume_command
 from training.state import restore_rng_state, rng_state, seed_everything
 from utils import distributed
+from utils.atomic import remove_stale_temp_files
 from utils.errors import InputError, cli_entry
 
 
@@ -99,6 +102,7 @@ def log(message: str) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     index = OpenEDSIndex.from_dir(args.data_dir)
-    train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir)
+    train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir, index)
     pseudo_keys = allowed_pseudo_keys(args.pseudo_dir, val_keys) if args.pseudo_dir else None
     trained_on = sorted(set(train_keys) | set(read_pseudo_manifest(args.pseudo_dir)["trained_on"] if args.pseudo_dir else []))
     workers = config.data.workers if args.workers is None else args.workers
@@ -127,26 +131,28 @@ def main(argv: list[str] | None = None) -> None:
         workers=workers, seed=config.seed, pin_memory=device.type == "cuda",
     )
 
-    resume_path = resolve_resume(args.resume, run_dir)
+    resume_path = distributed.from_main(lambda: resolve_resume(args.resume, run_dir))  # one decision
     model = build_model(config, pretrained=resume_path is None).to(device)  # a resume loads every weight
     if config.channels_last:
         model.to_channels_last()
-    criterion = build_criterion(config)
+    try:
+        criterion = build_criterion(config)
+    except ValueError as exc:  # an unknown loss type or a parameter that loss does not take
+        raise InputError(f"mask_loss: {exc}", args.config) from None
     optimizer = build_optimizer(model, config.optimizer)
     scheduler = build_scheduler(optimizer, config.optimizer, len(loaders.train))
     amp_dtype, use_scaler = amp_settings(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     start_epoch, best_miou = 0, -1.0
+    start_step, carry = 0, (0.0, 0, 0.0)  # a run stopped mid-epoch: steps done, (loss sum, images, s)
     history = History(run_dir / "history.csv")
-    if resume_path is None and (run_dir / "last.pt").is_file():
-        raise InputError(
-            "this run folder already holds a training run: --resume auto continues it; "
-            "another --name or --output-dir starts a new one",
-            run_dir,
-        )
+    if resume_path is None:
+        distributed.from_main(lambda: check_fresh_start(run_dir))
+        history.truncate(0)  # rows of a first epoch killed while saving
     if resume_path is not None:
-        payload = load_checkpoint(resume_path)
+        payload = distributed.on_every_rank(lambda: load_checkpoint(resume_path))
+        trained_on = check_same_run(payload, resume_path, run_dir, args.fold, trained_on)
         changed = config_changes(payload.get("config"), config)
         if changed:
             raise InputError(
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
             detail = " ".join(str(exc).split())[:240]
             raise InputError(f"cannot resume from this checkpoint: {detail}", resume_path) from None
         start_epoch, best_miou = int(payload["epoch"]), float(payload["best_miou"])
+        start_step = int(payload.get("step", 0))
+        if start_step and distributed.is_main():  # the carried sums are global: one rank adds them
+            carry = tuple(payload["partial"])
         restore_rng_state(payload["rng"])
         history.truncate(start_epoch)
         log(f"resumed {resume_path} at epoch {start_epoch} (best mIoU {best_miou:.4f})")
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         if not os.access(run_dir, os.W_OK):
             raise InputError("run folder is not writable", run_dir)
         save_config(config, run_dir / "config.yaml", comments=[runtime_line])
+        remove_stale_temp_files(run_dir)
 
     train_model: torch.nn.Module = model
     if config.compile:
@@ -199,9 +209,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     log(runtime_line)
     run_start = time.perf_counter()
+
+    def checkpoint(epochs_done: int, best: float) -> dict:
+        return training_checkpoint(
+            model, optimizer, scheduler, scaler, epoch=epochs_done, best_miou=best, config=config,
+            rng=rng_state(), trained_on=trained_on, run=run_identity(run_dir, args.fold),
+        )
+
+    stop = StopRequest().install()
     for epoch in range(start_epoch, epochs):
-        seed_everything(config.seed + epoch)  # whatever ran before, epoch e draws the same numbers
-        loaders.sampler.set_epoch(epoch)
+        mid_epoch = epoch == start_epoch and start_step > 0  # the RNG state restored is this epoch's
+        if not mid_epoch:
+            seed_everything(config.seed + epoch)  # whatever ran before, epoch e draws the same numbers
+        loaders.sampler.set_epoch(epoch, skip=start_step * config.optimizer.batch_size if mid_epoch else 0)
         frozen = epoch < config.optimizer.freeze_encoder_epochs
         # Single process: skip the encoder's backward entirely. DDP needs every parameter in
         # the graph, so there the encoder's grads are computed and then dropped.
@@ -213,12 +233,24 @@ def main(argv: list[str] | None = None) -> None:
                 train_model, criterion, optimizer, scheduler, scaler, loaders.train, device,
                 epoch=epoch, epochs=epochs, amp_dtype=amp_dtype, clip=config.optimizer.grad_clip,
                 pseudo_weight=config.pseudo.weight, frozen_params=frozen_params,
+                stop=stop, carry=carry if mid_epoch else (0.0, 0, 0.0),
             )
         except TrainingDiverged as exc:
             last = run_dir / "last.pt"
             kept = f"; {last} (epoch {start_epoch if epoch == start_epoch else epoch}) is kept" if last.is_file() else ""
             print(f"error: training diverged: {exc}{kept}", file=sys.stderr)
             sys.exit(1)
+
+        if stats.stopped:  # SIGTERM: this epoch's position goes into last.pt, mid-epoch
+            done = (start_step if mid_epoch else 0) + stats.steps
+            if distributed.is_main():
+                partial = {"step": done, "partial": [stats.loss * stats.images, stats.images, stats.seconds]}
+                save_checkpoint(checkpoint(epoch, best_miou) | partial, run_dir / "last.pt")
+            distributed.barrier()
+            stopped_at = f"epoch {epoch + 1}, step {done} of {(start_step if mid_epoch else 0) + len(loaders.train)}"
+            log(f"stopped by SIGTERM in {stopped_at}: {run_dir / 'last.pt'} saved; continue with: {resume_command(argv)}")
+            loaders = None  # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown)
+            sys.exit(EXIT_STOPPED)
         row: dict[str, object] = {
             "epoch": epoch + 1, "train_loss": round(stats.loss, 6), "lr": lr,
             "epoch_time_s": round(stats.seconds, 2), "images_per_s": round(stats.images_per_s, 2),
@@ -237,10 +269,7 @@ def main(argv: list[str] | None = None) -> None:
             improved = float(metrics["miou"]) > best_miou
             best_miou = max(best_miou, float(metrics["miou"]))
         if distributed.is_main():
-            payload = training_checkpoint(
-                model, optimizer, scheduler, scaler, epoch=epoch + 1, best_miou=best_miou, config=config,
-                rng=rng_state(), trained_on=trained_on,
-            )
+            payload = checkpoint(epoch + 1, best_miou)
             history.append(row)
             if improved:
                 save_checkpoint(payload, run_dir / "best.pt")
@@ -257,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
                 log(eta_line(stats.images_per_s, time.perf_counter() - run_start, epochs - epoch - 1,
                              config.validation.interval))
         distributed.barrier()
+        if not is_last and stop():  # SIGTERM during validation or saving: last.pt is this epoch's
+            log(f"stopped by SIGTERM after epoch {epoch + 1}: {run_dir / 'last.pt'} saved; "
+                f"continue with: {resume_command(argv)}")
+            loaders = None
+            sys.exit(EXIT_STOPPED)
+    stop.uninstall()
     if writer is not None:
         writer.close()
     log(f"done: best val mIoU {best_miou:.4f}; checkpoints in {run_dir}")

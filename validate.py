@@ -2,12 +2,12 @@
 
     python validate.py --data-dir D --pred-dir preds --fold 0                 # fold_0_val.txt labels
     python validate.py --data-dir D --pred-dir preds --label-file my_list.txt  # S_0/label_3.npy lines
-    python validate.py --data-dir D --pred-dir preds --gt-pkl test_sampleName_GT.pkl --json m.json
+    python validate.py --data-dir D --pred-dir preds --gt-pkl D/test_sampleName_GT.pkl --json m.json
     python validate.py ... --overlays worst/ --worst 16                        # PNGs + worst/worst.png
 
 Predictions are PRED/S_k/<n>.npy (np.save, uint8 (400, 640)). A missing or malformed one fails
-the whole run (exit 2) before anything is printed or written. A relative --label-file or
---gt-pkl that does not exist as given is looked up in --data-dir.
+the whole run (exit 2) before anything is printed or written. A relative --label-file that does
+not exist as given is looked up in --data-dir; --gt-pkl is read only from the path given.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gt-pkl",
         type=Path,
         metavar="PKL",
-        help="test ground-truth pickle (trusted files only: pickle runs code)",
+        help="test ground-truth pickle (read with numpy arrays, dicts, strings, numbers only)",
     )
     parser.add_argument(
         "--folds-dir", type=Path, metavar="DIR", help="where fold_<k>_val.txt is (default: the data dir)"
@@ -72,7 +72,7 @@ def load_ground_truth(args: argparse.Namespace) -> GroundTruth:
         return ground_truth_from_fold(args.data_dir, args.fold, args.folds_dir)
     if args.label_file is not None:
         return ground_truth_from_list(args.data_dir, in_data_dir(args.label_file, args.data_dir))
-    return ground_truth_from_pickle(in_data_dir(args.gt_pkl, args.data_dir))
+    return ground_truth_from_pickle(args.gt_pkl, args.data_dir)
 
 
 @cli_entry

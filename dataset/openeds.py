@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from utils.atomic import write_bytes_atomic
@@ -37,6 +38,8 @@ __all__ = [
     "pred_relpath",
     "read_image",
     "read_label",
+    "check_image_header",
+    "check_label_header",
     "read_sample_list",
     "write_sample_list",
     "OpenEDSIndex",
@@ -100,7 +103,8 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError("image not found", path) from None
     except OSError as exc:
         raise InputError(f"cannot read image ({exc.strerror})", path) from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # An empty buffer is an OpenCV assertion error, not a None.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
         raise InputError("not a readable image (corrupt or truncated PNG?)", path)
     if image.ndim != 2:
@@ -149,6 +153,43 @@ def in_data_dir(path: Path, data_dir: Path) -> Path:
     """
     path, data_dir = Path(path), Path(data_dir)
     return data_dir / path if not path.exists() and (data_dir / path).exists() else path
+
+
+def check_image_header(path: Path) -> None:
+    """Check a frame's PNG header only (format, 8-bit gray, 640x400) without decoding its pixels.
+
+    The cheap check of frames a run reads later and does not keep (pseudo-labelled frames): a
+    truncated pixel stream still passes, anything else read_image refuses does not.
+    """
+    try:
+        with Image.open(path) as image:
+            kind, mode, (width, height) = image.format, image.mode, image.size
+    except FileNotFoundError:
+        raise InputError("image not found", path) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError("not a readable image (corrupt or truncated PNG?)", path) from None
+    if kind != "PNG":
+        raise InputError(f"expected a PNG image, got {kind}", path)
+    if mode not in ("L", "1"):  # cv2 expands 1-bit gray to 8 bits, as read_image accepts
+        raise InputError(f"expected an 8-bit grayscale image, got PIL mode {mode}", path)
+    if (height, width) != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise InputError(f"expected {IMAGE_WIDTH}x{IMAGE_HEIGHT} (WxH), got {width}x{height}", path)
+
+
+def check_label_header(path: Path) -> None:
+    """Check a mask's .npy header and length (shape (400, 640), integer dtype), not its values."""
+    try:
+        label = np.load(path, mmap_mode="r", allow_pickle=False)  # maps, reads only the header
+    except FileNotFoundError:
+        raise InputError("label not found", path) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"not a readable .npy array ({exc})", path) from None
+    if not isinstance(label, np.ndarray):
+        raise InputError("expected a single .npy array, got an .npz archive", path)
+    if label.shape != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise InputError(f"expected shape ({IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {label.shape}", path)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise InputError(f"expected an integer (uint8) array, got {label.dtype}", path)
 
 
 def read_sample_list(path: Path) -> list[str]:
@@ -307,6 +348,28 @@ class _FrameDataset(Dataset):
     def _load(self, key: str) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
 
+    def _check_headers(self, key: str) -> None:
+        raise NotImplementedError
+
+    def check_all(self, *, decode: bool) -> list[str]:
+        """Check every frame now; the one-line errors of the bad ones (empty if all are good).
+
+        decode: read and check each frame in full (and keep it when caching, so nothing is
+        decoded twice); else check file headers only.
+        """
+        errors = []
+        for key in self.keys:
+            try:
+                if not decode:
+                    self._check_headers(key)
+                elif self.cache:
+                    self._cached[key] = self._load(key)
+                else:
+                    self._load(key)
+            except InputError as exc:
+                errors.append(str(exc))
+        return errors
+
     def _arrays(self, key: str) -> tuple[np.ndarray, ...]:
         if not self.cache:
             return self._load(key)
@@ -340,6 +403,10 @@ class LabeledDataset(_FrameDataset):
         mask = read_label(label_root / label_relpath(key), allow_ignore=self.label_dir is not None)
         return image, mask
 
+    def _check_headers(self, key: str) -> None:
+        check_image_header(self.root / image_relpath(key))
+        check_label_header((self.label_dir if self.label_dir is not None else self.root) / label_relpath(key))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = self.keys[index]
         image, mask = self._arrays(key)
@@ -351,6 +418,9 @@ class UnlabeledDataset(_FrameDataset):
 
     def _load(self, key: str) -> tuple[np.ndarray, ...]:
         return (read_image(self.root / image_relpath(key)),)
+
+    def _check_headers(self, key: str) -> None:
+        check_image_header(self.root / image_relpath(key))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = self.keys[index]

@@ -110,17 +110,51 @@ def _mask_problem(array: Any, exact_dtype: bool) -> str | None:
     return None
 
 
-def ground_truth_from_pickle(path: Path) -> GroundTruth:
+# What a ground-truth pickle may name: numpy's array and dtype rebuilders, nothing else. Dicts,
+# strings and numbers need no global at all, so every other name (os.system, builtins.eval, a
+# class) is refused before it is looked up, let alone called.
+_PICKLE_GLOBALS = {
+    (module, name)
+    for core in ("numpy.core", "numpy._core")
+    for module, name in (
+        (f"{core}.multiarray", "_reconstruct"),
+        (f"{core}.multiarray", "scalar"),
+        (f"{core}.numeric", "_frombuffer"),
+    )
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # protocol 2 stores bytes via encode
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """The standard library's way to restrict unpickling: find_class allows listed globals only."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _PICKLE_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"holds a pickled {module}.{name}")
+
+
+def ground_truth_from_pickle(path: Path, data_dir: Path | None = None) -> GroundTruth:
     """The challenge's test ground truth: a pickled dict ``"S_k/<n>.npy"`` -> uint8 (400, 640) mask.
 
-    Unpickling runs arbitrary code: only load ground-truth pickles from a trusted source (the
-    challenge's own file or dataset.synthetic's), never one received from someone else.
+    Read through a restricted unpickler (numpy arrays, dicts, strings, numbers only): a pickle
+    that names any other class or function is refused without running it. Only `path` is read;
+    `data_dir` only serves the hint when the file is there instead.
     """
     try:
         with open(path, "rb") as handle:
-            data = pickle.load(handle)
+            data = _ArraysOnlyUnpickler(handle).load()
     except FileNotFoundError:
-        raise InputError("ground-truth pickle not found", path) from None
+        there = Path(data_dir) / path if data_dir is not None and not Path(path).is_absolute() else None
+        hint = f" (there is {there}: pass that path)" if there is not None and there.is_file() else ""
+        raise InputError(f"ground-truth pickle not found{hint}", path) from None
+    except pickle.UnpicklingError as exc:
+        if str(exc).startswith("holds a pickled "):
+            raise InputError(
+                f"{exc}: refused unloaded (only numpy arrays, dicts, strings and numbers are read); "
+                "nothing in it was run",
+                path,
+            ) from None
+        raise InputError(f"not a readable pickle (UnpicklingError: {exc})", path) from None
     except Exception as exc:  # unpickling a bad file can raise almost any exception type
         raise InputError(f"not a readable pickle ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(data, dict):

@@ -53,7 +53,7 @@ from inference.pseudo import (
     trained_on_union,
 )
 from inference.pseudo_keys import PSEUDO_MANIFEST
-from utils.atomic import atomic_path, write_text_atomic
+from utils.atomic import atomic_path, remove_stale_temp_files, write_text_atomic
 from utils.errors import InputError
 from utils.submission import write_submission
 
@@ -184,6 +184,9 @@ def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool) -> dict[s
         "members": sorted([member.digest, member.weight] for member in members),
         "tta": job.tta,
         "data_dir": str(job.data_dir.resolve()),
+        # fp16/bf16 and another device give (slightly) other masks: never mixed in one folder.
+        "precision": str(job.amp_dtype or torch.float32).removeprefix("torch."),
+        "device": job.device.type,
     }
     if pseudo:
         identity |= {"threshold": job.pseudo.threshold, "min_confident": job.pseudo.min_confident}
@@ -238,6 +241,7 @@ def _claim_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool)
         for pattern in folder.patterns:
             for stale in folder.path.glob(pattern):
                 stale.unlink()
+    remove_stale_temp_files(folder.path, "S_*/.*.tmp")
     try:
         write_text_atomic(folder.path / STATE_FILE, json.dumps(fingerprint, indent=1) + "\n")
     except OSError as exc:
@@ -312,6 +316,13 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
         _check_folder(folder, fingerprint, job.overwrite)
     for folder, fingerprint in folders:
         _claim_folder(folder, fingerprint, job.overwrite)
+    # The outputs that say "every frame is done" go now; _finish writes them again once it is so.
+    # A rerun that fails, or an overwrite, must not leave the previous ones claiming the folder.
+    finals = [job.save_dir / OUTPUT_LIST] if job.save_dir is not None else []
+    finals += [job.submission] if job.submission is not None else []
+    finals += [manifest_path(job.pseudo.out_dir)] if job.pseudo is not None else []
+    for final in finals:
+        final.unlink(missing_ok=True)
 
     records = read_journals(job.pseudo.out_dir) if job.pseudo is not None else {}
 
@@ -374,13 +385,19 @@ def _predict_pending(
     progress = tqdm(
         total=len(pending), desc="predict", unit="frame", mininterval=0.5 if sys.stderr.isatty() else 30
     )
+    errors: list[str] = []
     try:
         for batch in loader:
-            errors = [error for error in batch["error"] if error]
-            if errors:
-                raise InputError(errors[0])
-            names = list(batch["name"])
-            labels, confidence = predictor.predict(batch["image"])
+            # A bad frame costs only itself: the batch's good frames are predicted and the
+            # remaining batches too, then one error names every bad frame.
+            good = [i for i, error in enumerate(batch["error"]) if not error]
+            errors += [error for error in batch["error"] if error]
+            progress.update(len(batch["error"]) - len(good))
+            if not good:
+                continue
+            names = [batch["name"][i] for i in good]
+            images = batch["image"] if len(good) == len(batch["error"]) else batch["image"][good]
+            labels, confidence = predictor.predict(images)
             if want_pred:
                 for key, mask in zip(names, labels.cpu().numpy(), strict=True):
                     if key in want_pred:
@@ -399,6 +416,11 @@ def _predict_pending(
         progress.close()
         if journal is not None:
             journal.close()
+    if len(errors) == 1:
+        raise InputError(errors[0])
+    if errors:
+        shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+        raise InputError(f"{len(errors)} frames could not be predicted (the others were saved): {shown}", job.data_dir)
 
 
 def _finish(job: PredictJob, members: list[Member]) -> RunResult:

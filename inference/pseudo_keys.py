@@ -33,6 +33,16 @@ def read_pseudo_manifest(pseudo_dir: Path) -> dict:
         manifest["keys"], manifest["trained_on"]  # noqa: B018 - presence check
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"malformed pseudo-label manifest ({type(exc).__name__}: {exc})", path) from None
+    for field in ("keys", "trained_on"):
+        if not isinstance(manifest[field], list):
+            raise InputError(f"malformed pseudo-label manifest: '{field}' must be a list of frame keys", path)
+        for key in manifest[field]:
+            try:
+                parse_sample_name(key)
+            except (ValueError, AttributeError, TypeError):
+                raise InputError(
+                    f"malformed pseudo-label manifest: '{field}' holds {key!r}, not a frame key like 'S_0/3'", path
+                ) from None
     return manifest
 
 

@@ -33,8 +33,15 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 
     A crash (even SIGKILL) at any moment leaves either the previous file or the new one.
     """
-    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
-        torch.save(payload, handle)
+    try:
+        with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+    except OSError as exc:
+        raise InputError(f"cannot write the checkpoint ({exc.strerror or exc}); the previous one is kept", path) from None
+    except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
+        if "write" not in str(exc).lower():
+            raise
+        raise InputError("cannot write the checkpoint (write failed: disk full?); the previous one is kept", path) from None
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ if not __package__:  # run as a file (python scripts/demo.py): import from the r
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from config.schema import load_config
+from dataset.synthetic.render import is_complete
 from viz.demo_report import write_report
 
 STAGE_TIMES: list[tuple[str, float]] = []
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     data, runs, preds, report = out / "data", out / "runs", out / "preds", out / "report"
     start = time.perf_counter()
 
-    if (data / "test_sampleName_GT.pkl").is_file():
+    if is_complete(data):
         print(f"==> [data] {data} exists: kept (delete it to regenerate)")
     else:
         stage("data", "-m", "dataset.synthetic", "--out", data, "--sequences", args.sequences,

@@ -16,6 +16,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from config.schema import Config
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
 from training.augment import AugmentedDataset, build_train_transform
+from training.preflight import check_fold_lists, check_frames
+from training.shutdown import ignore_sigterm
 from training.state import derive_seed
 from utils import distributed
 from utils.errors import InputError
@@ -23,8 +25,13 @@ from utils.errors import InputError
 __all__ = ["fold_keys", "EpochSampler", "build_loaders", "Loaders"]
 
 
-def fold_keys(folds_dir: Path, fold: int, data_dir: Path) -> tuple[list[str], list[str]]:
-    """Train and val keys of fold `fold` from fold_<k>_train.txt / fold_<k>_val.txt."""
+def fold_keys(
+    folds_dir: Path, fold: int, data_dir: Path, index: OpenEDSIndex | None = None
+) -> tuple[list[str], list[str]]:
+    """Train and val keys of fold `fold` from fold_<k>_train.txt / fold_<k>_val.txt.
+
+    With `index`, both lists are checked against it and for overlap (training.preflight).
+    """
     train_file, val_file = folds_dir / f"fold_{fold}_train.txt", folds_dir / f"fold_{fold}_val.txt"
     for path in (train_file, val_file):
         if not path.is_file():
@@ -32,7 +39,10 @@ def fold_keys(folds_dir: Path, fold: int, data_dir: Path) -> tuple[list[str], li
                 f"fold file not found; create folds first: python -m dataset.create_kfolds --data-dir {data_dir}",
                 path,
             )
-    return read_sample_list(train_file), read_sample_list(val_file)
+    train_keys, val_keys = read_sample_list(train_file), read_sample_list(val_file)
+    if index is not None:
+        check_fold_lists(index, train_keys, val_keys, train_file, val_file)
+    return train_keys, val_keys
 
 
 class _Tagged(Dataset):
@@ -57,14 +67,18 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """
 
     def __init__(self, n_real: int, n_pseudo: int = 0, share: float = 0.0, seed: int = 0) -> None:
-        self.n_real, self.n_pseudo, self.seed, self.epoch = n_real, n_pseudo, seed, 0
+        self.n_real, self.n_pseudo, self.seed, self.epoch, self.skip = n_real, n_pseudo, seed, 0, 0
         self.n_pseudo_per_epoch = min(n_pseudo, round(n_real * share / (1 - share))) if n_pseudo else 0
         self.rank, self.world = distributed.rank(), distributed.world_size()
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch `epoch`'s order; `skip`: this rank's samples already trained (a resumed epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
+        return self._per_rank() - self.skip
+
+    def _per_rank(self) -> int:
         total = self.n_real + self.n_pseudo_per_epoch
         return -(-total // self.world)
 
@@ -73,9 +87,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
         pseudo = self.n_real + torch.randperm(self.n_pseudo, generator=generator)[: self.n_pseudo_per_epoch]
         order = torch.cat([torch.arange(self.n_real), pseudo])
         order = order[torch.randperm(len(order), generator=generator)].tolist()
-        per_rank = len(self)
+        per_rank = self._per_rank()
         order = (order * self.world)[: per_rank * self.world]
-        return iter((self.epoch, index) for index in order[self.rank :: self.world])
+        return iter((self.epoch, index) for index in order[self.rank :: self.world][self.skip :])
 
 
 class Loaders:
@@ -97,23 +111,30 @@ def build_loaders(
     seed: int,
     pin_memory: bool = False,
 ) -> Loaders:
+    """The fold's loaders, after every frame they will read has been checked (training.preflight)."""
     cache = config.data.cache
-    parts: list[Dataset] = [_Tagged(LabeledDataset(index.root, train_keys, cache=cache), pseudo=False)]
+    train_set = LabeledDataset(index.root, train_keys, cache=cache)
+    rank_val = val_keys[distributed.rank() :: distributed.world_size()]
+    val_set = LabeledDataset(index.root, rank_val, cache=cache)
+    parts: list[Dataset] = [_Tagged(train_set, pseudo=False)]
+    pseudo_sets = []
     n_pseudo = 0
     if pseudo_dir is not None and pseudo_keys:
         # Not cached: pseudo-labelled frames can be ~20x the labelled ones.
-        parts.append(_Tagged(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir), pseudo=True))
+        pseudo_sets.append(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir))
+        parts.append(_Tagged(pseudo_sets[0], pseudo=True))
         n_pseudo = len(pseudo_keys)
+    check_frames(index.root, decoded=[train_set, val_set], headers_only=pseudo_sets)
     transform = build_train_transform(config.input)
     augmented = AugmentedDataset(ConcatDataset(parts), transform, seed, config.in_channels)
     sampler = EpochSampler(len(train_keys), n_pseudo, config.pseudo.share, seed)
     batch_size = config.optimizer.batch_size
-    common = {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache}
+    common = {
+        "num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache,
+        "worker_init_fn": ignore_sigterm,  # the main process handles SIGTERM (training.shutdown)
+    }  # fmt: skip
     # drop_last keeps BatchNorm away from 1-sample batches.
     drop_last = len(sampler) > batch_size
     train = DataLoader(augmented, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-    rank_val = val_keys[distributed.rank() :: distributed.world_size()]
-    val = DataLoader(
-        LabeledDataset(index.root, rank_val, cache=cache), batch_size=config.validation.batch_size, shuffle=False, **common
-    )
+    val = DataLoader(val_set, batch_size=config.validation.batch_size, shuffle=False, **common)
     return Loaders(train, val, sampler)

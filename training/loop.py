@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,8 @@ class EpochStats:
     loss: float
     images: int
     seconds: float
+    stopped: bool = False  # a stop request ended the epoch before its last step
+    steps: int = 0  # steps this call ran
 
     @property
     def images_per_s(self) -> float:
@@ -63,12 +65,20 @@ def train_one_epoch(
     clip: float | None,
     pseudo_weight: float = 1.0,
     frozen_params: list[nn.Parameter] | None = None,
+    stop: Callable[[], bool] | None = None,
+    carry: tuple[float, int, float] = (0.0, 0, 0.0),
 ) -> EpochStats:
-    """Train for one pass over `loader`; the lr scheduler steps every iteration."""
+    """Train for one pass over `loader`; the lr scheduler steps every iteration.
+
+    stop: asked after every step; True ends the epoch there (stats.stopped). carry: (loss sum,
+    images, seconds) of the steps an interrupted run already did in this epoch.
+    """
     model.train()
-    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    total_loss, seen, start = carry[0], carry[1], time.perf_counter() - carry[2]
+    stopped, step = False, 0
+    steps = len(loader)  # type: ignore[arg-type]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not distributed.is_main(), unit="batch")
-    for batch in bar:
+    for step, batch in enumerate(bar, start=1):
         frames = batch["image"].to(device, non_blocking=True)
         masks = batch["mask"].to(device, non_blocking=True)
         pseudo = batch.get("pseudo")
@@ -95,11 +105,18 @@ def train_one_epoch(
         seen += len(frames)
         elapsed = time.perf_counter() - start
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{seen / elapsed:.1f}")
+        if stop is not None and step < steps and stop():
+            stopped = True
+            break
+    bar.close()
     stats = torch.tensor([total_loss, float(seen)], dtype=torch.float64)
     if distributed.world_size() > 1:
         stats = distributed.all_gather_cat(stats[None]).sum(0)
     loss_sum, count = stats.tolist()
-    return EpochStats(loss=loss_sum / max(count, 1) if count else math.nan, images=int(count), seconds=time.perf_counter() - start)
+    return EpochStats(
+        loss=loss_sum / max(count, 1) if count else math.nan, images=int(count),
+        seconds=time.perf_counter() - start, stopped=stopped, steps=step if steps else 0,
+    )  # fmt: skip
 
 
 def evaluate(

@@ -43,4 +43,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per device of the saving machine; a machine with fewer GPUs restores the
+        # ones it has (set_rng_state_all would index devices that do not exist and crash).
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)

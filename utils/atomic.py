@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from utils.errors import InputError
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "remove_stale_temp_files"]
+
+_TEMP_NAME = re.compile(r"\..+\.(\d+)\.tmp")  # atomic_path's `.<name>.<pid>.tmp`
+# A temp file this recent may belong to a process on another machine sharing the folder (shards
+# of one prediction run): its pid means nothing here, so only older ones count as left over.
+STALE_AFTER_S = 60.0
 
 
 @contextlib.contextmanager
@@ -57,3 +64,32 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (OSError propagates)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path | str, pattern: str = "*", min_age_s: float = STALE_AFTER_S) -> int:
+    """Delete atomic_path temp files under `folder` (glob `pattern`) that a dead process left.
+
+    A kill during a write leaves `.<name>.<pid>.tmp`; it is never read, only piles up. Removed
+    when no process of that pid runs here and the file is older than `min_age_s`. Returns how many.
+    """
+    removed = 0
+    now = time.time()
+    for path in Path(folder).glob(pattern):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete
+            if now - path.stat().st_mtime >= min_age_s:
+                path.unlink()
+                removed += 1
+    return removed

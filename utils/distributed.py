@@ -6,12 +6,26 @@ when the process has a GPU, gloo otherwise (so the same launch works on CPU mach
 
 from __future__ import annotations
 
+import datetime
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_main", "world_size", "rank", "barrier", "all_gather_cat", "cleanup"]
+from utils.errors import InputError
+
+__all__ = [
+    "init_distributed", "is_main", "world_size", "rank", "barrier", "all_gather_cat", "cleanup",
+    "from_main", "on_every_rank", "TIMEOUT_S",
+]  # fmt: skip
+
+T = TypeVar("T")
+
+# A rank that dies or hangs makes the others fail after this long instead of waiting forever.
+# Long enough for rank 0's checks before training (every labelled frame of a fold is read).
+TIMEOUT_S = float(os.environ.get("OPENEDS_DIST_TIMEOUT_S", 1800))
 
 
 def init_distributed(device: torch.device) -> bool:
@@ -21,7 +35,7 @@ def init_distributed(device: torch.device) -> bool:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
     return True
 
 
@@ -61,3 +75,46 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def from_main(decide: Callable[[], T]) -> T:
+    """Run `decide` on rank 0 only and give every rank its result (or its InputError).
+
+    Decisions about files (is there a last.pt to resume? does the folder hold a run?) are made
+    once: without a shared filesystem each rank would see its own disk and decide differently.
+    """
+    if world_size() == 1:
+        return decide()
+    box: list[object] = [None, None]
+    if is_main():
+        try:
+            box[0] = decide()
+        except InputError as exc:
+            box[1] = str(exc)
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise InputError(str(box[1]))
+    return box[0]  # type: ignore[return-value]
+
+
+def on_every_rank(load: Callable[[], T]) -> T:
+    """Run `load` on every rank; if any rank raises an InputError, every rank raises it.
+
+    A rank that cannot read a file must not leave the others waiting in the first collective
+    until the timeout: they all stop now, with the same one line naming the rank.
+    """
+    error, result = None, None
+    try:
+        result = load()
+    except InputError as exc:
+        error = str(exc)
+    if world_size() > 1:
+        errors: list[object] = [None] * world_size()
+        dist.all_gather_object(errors, error)
+        failed = [(index, text) for index, text in enumerate(errors) if text is not None]
+        if failed:
+            index, text = failed[0]
+            raise InputError(f"{text} (on rank {index} of {world_size()})")
+    if error is not None:
+        raise InputError(error)
+    return result  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -40,7 +41,7 @@ def _unwrap_worker_message(text: str) -> str:
 
 
 def cli_entry(main: F) -> F:
-    """Wrap an entry script's main(): InputError -> 'error: ...' on stderr and exit 2."""
+    """Wrap an entry script's main(): InputError (and a full disk) -> 'error: ...' on stderr, exit 2."""
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
@@ -48,6 +49,13 @@ def cli_entry(main: F) -> F:
             return main(*args, **kwargs)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_INPUT_ERROR)
+        except OSError as exc:
+            # A full disk is the one OSError every writer can meet: one line naming the file,
+            # like bad input (writes are atomic, so nothing half-written is left).
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            print(f"error: {exc.filename or 'write'}: no space left on device ({exc.strerror})", file=sys.stderr)
             sys.exit(EXIT_INPUT_ERROR)
 
     return wrapper  # type: ignore[return-value]

@@ -26,7 +26,7 @@ import numpy as np
 if not __package__:  # run as a file (python utils/submission.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from utils.atomic import atomic_path
+from utils.atomic import atomic_path, write_bytes_atomic
 from utils.errors import InputError, cli_entry
 
 __all__ = [
@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 MAX_RUN = 255  # a count is one byte
+# Decoded size allowed per entry (a mask file is 256,128 bytes). RLE expands up to 127x, so a
+# small crafted JSON could otherwise ask for gigabytes; the size is summed before expanding.
+MAX_DECODED_BYTES = 16 * 2**20
 
 
 def rle_encode(data: bytes) -> bytes:
@@ -61,11 +64,19 @@ def rle_encode(data: bytes) -> bytes:
     return pairs.tobytes()
 
 
-def rle_decode(data: bytes) -> bytes:
-    """Invert `rle_encode`: expand (count, byte) pairs; ValueError on an odd length."""
+class DecodedTooLarge(ValueError):
+    """An RLE entry that would expand past the size allowed for one file."""
+
+
+def rle_decode(data: bytes, max_size: int = MAX_DECODED_BYTES) -> bytes:
+    """Invert `rle_encode`: expand (count, byte) pairs; ValueError on an odd length or on a
+    decoded size over `max_size` (checked before anything is expanded)."""
     if len(data) % 2:
         raise ValueError(f"RLE data has odd length {len(data)}; expected (count, byte) pairs")
     pairs = np.frombuffer(data, dtype=np.uint8).reshape(-1, 2)
+    size = int(pairs[:, 0].sum(dtype=np.int64))
+    if size > max_size:
+        raise DecodedTooLarge(f"decodes to {size} bytes, more than the {max_size} allowed for one file")
     return np.repeat(pairs[:, 1], pairs[:, 0]).tobytes()
 
 
@@ -111,6 +122,8 @@ def _load_entries(json_path: Path) -> dict[str, str]:
 def _entry_bytes(json_path: Path, key: str, entry: str) -> bytes:
     try:
         return decode_entry(entry)
+    except DecodedTooLarge as exc:
+        raise InputError(f"entry {key!r} {exc}", json_path) from None
     except (binascii.Error, ValueError) as exc:
         raise InputError(f"entry {key!r} is not base64 RLE data ({exc})", json_path) from exc
 
@@ -138,18 +151,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     entries = _load_entries(args.json)
-    decoded = {}
-    for key, entry in entries.items():
-        # Keys are relative paths; refuse ones that would write outside --out.
+    # Keys are relative file paths inside --out: not empty, not ".", not absolute, no "..".
+    targets = {}
+    for key in entries:
         relpath = PurePosixPath(key)
-        if relpath.is_absolute() or ".." in relpath.parts:
-            raise InputError(f"entry {key!r} is not a relative path inside the output folder", args.json)
-        decoded[relpath] = _entry_bytes(args.json, key, entry)
-    for relpath, data in decoded.items():
-        target = args.out / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    print(f"wrote {len(decoded)} files under {args.out}")
+        if not relpath.parts or relpath.is_absolute() or ".." in relpath.parts:
+            raise InputError(f"entry {key!r} is not a relative file path inside the output folder", args.json)
+        targets[key] = args.out / relpath
+    # Two passes, one entry in memory at a time: every entry is checked before the first file
+    # is written (nothing half-written), and a large submission never sits decoded in memory.
+    for key, entry in entries.items():
+        _entry_bytes(args.json, key, entry)
+    for key, entry in entries.items():
+        write_bytes_atomic(targets[key], _entry_bytes(args.json, key, entry), what="decoded entry")
+    print(f"wrote {len(targets)} files under {args.out}")
 
 
 if __name__ == "__main__":

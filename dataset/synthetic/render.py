@@ -46,6 +46,7 @@ __all__ = [
     "EyeSequence",
     "plan_sequence",
     "generate",
+    "is_complete",
     "main",
 ]
 
@@ -492,12 +493,21 @@ def _write_sequence(job: tuple[Path, int, SequencePlan]) -> dict[str, np.ndarray
     ground_truth = {}
     for n in range(plan.frames):
         image, label = sequence.render(n)
-        cv2.imwrite(str(folder / f"{n}.png"), image, PNG_PARAMS)
+        if not cv2.imwrite(str(folder / f"{n}.png"), image, PNG_PARAMS):  # False, not an exception
+            raise InputError("cannot write image (disk full or folder not writable?)", folder / f"{n}.png")
         if n in labeled:
             np.save(folder / f"label_{n}.npy", label)
         elif n in test:
             ground_truth[f"S_{plan.index}/{n}.npy"] = label
     return ground_truth
+
+
+def is_complete(out: Path) -> bool:
+    """Whether `out` holds a finished synthetic dataset: the marker says so, written last of all."""
+    try:
+        return json.loads((Path(out) / MARKER_NAME).read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _single_thread() -> None:
