@@ -49,7 +49,7 @@ def machine_info() -> dict[str, str]:
 
 def synthetic_data(root: Path, sequences: int = 4, frames: int = 20, label_every: int = 2) -> Path:
     """A small synthetic OpenEDS folder (dataset.synthetic), generated once and reused."""
-    from dataset.synthetic.render import generate
+    from dataset.synthetic import generate
 
     root = Path(root)
     if not (root / "images.txt").is_file():  # images.txt is written last: the folder is complete

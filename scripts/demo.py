@@ -23,7 +23,7 @@ if not __package__:  # run as a file (python scripts/demo.py): import from the r
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from config.schema import load_config
-from dataset.synthetic.render import is_complete
+from dataset.synthetic import is_complete
 from viz.demo_report import write_report
 
 STAGE_TIMES: list[tuple[str, float]] = []

@@ -32,7 +32,8 @@ import train
 import validate
 from dataset import create_kfolds
 from dataset.openeds import image_relpath, label_relpath, read_sample_list
-from dataset.synthetic import render as synthetic
+from dataset.synthetic import cli as synthetic_cli
+from dataset.synthetic import layout as synthetic
 from scripts import demo
 from training.state import restore_rng_state, rng_state
 from utils import distributed, submission
@@ -751,7 +752,7 @@ def _submission_bomb(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
 def _synthetic_write(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     monkeypatch.setattr(synthetic.cv2, "imwrite", lambda *args, **kwargs: False)
     argv = ["--out", str(tmp_path / "synthetic"), "--sequences", "1", "--frames", "12", "--label-every", "4"]
-    return error_line(synthetic.main, [*argv, "--test-per-sequence", "1"], capsys)
+    return error_line(synthetic_cli.main, [*argv, "--test-per-sequence", "1"], capsys)
 
 
 # Rows whose case needs a real subprocess: the named test checks the line against the table.

@@ -20,7 +20,7 @@ if not __package__:  # run as a file (python viz/contact_sheet.py): import from 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from dataset.openeds import CLASS_NAMES
-from dataset.synthetic.render import EyeSequence, plan_sequence
+from dataset.synthetic import EyeSequence, plan_sequence
 from utils.errors import InputError, cli_entry
 from viz.palette import colour_label
 from viz.tiles import caption, tile_grid
