@@ -74,8 +74,12 @@ class FoldRun:
 
     def stop(self, where: str) -> None:
         """SIGTERM: last.pt is saved; say how to continue, let the workers go, exit 143."""
-        log(f"stopped by SIGTERM {where}: {self.run_dir / 'last.pt'} saved; continue with: {resume_command(self.argv)}")
-        self.loaders = None  # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown)
+        log(
+            f"stopped by SIGTERM {where}: {self.run_dir / 'last.pt'} saved; continue with: {resume_command(self.argv)}"
+        )
+        self.loaders = (
+            None  # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown)
+        )
         sys.exit(EXIT_STOPPED)
 
 
@@ -100,7 +104,11 @@ def _train_epoch(run: FoldRun, epoch: int, stop: StopRequest) -> EpochStats:
         )  # fmt: skip
     except TrainingDiverged as exc:
         last = run.run_dir / "last.pt"
-        kept = f"; {last} (epoch {start.epoch if epoch == start.epoch else epoch}) is kept" if last.is_file() else ""
+        kept = (
+            f"; {last} (epoch {start.epoch if epoch == start.epoch else epoch}) is kept"
+            if last.is_file()
+            else ""
+        )
         print(f"error: training diverged: {exc}{kept}", file=sys.stderr)
         sys.exit(1)
     if stats.stopped:  # SIGTERM: this epoch's position goes into last.pt, mid-epoch
@@ -138,8 +146,10 @@ def fit(run: FoldRun) -> float:
         if run.recorder is not None:
             run.recorder.record(row, run.checkpoint(epoch + 1, run.start.best_miou), improved)
             shown = f"val mIoU {row['val_miou']:.4f}" if "val_miou" in row else "no val"
-            log(f"epoch {epoch + 1}/{epochs}  loss {stats.loss:.4f}  {shown}  lr {lr:.2e}  "
-                f"{stats.images_per_s:.1f} img/s  {stats.seconds:.1f}s{'  *best*' if improved else ''}")
+            log(
+                f"epoch {epoch + 1}/{epochs}  loss {stats.loss:.4f}  {shown}  lr {lr:.2e}  "
+                f"{stats.images_per_s:.1f} img/s  {stats.seconds:.1f}s{'  *best*' if improved else ''}"
+            )
             if epoch == run.start.epoch and not is_last:
                 log(eta_line(stats.images_per_s, time.perf_counter() - run_start, epochs - epoch - 1,
                              config.validation.interval))  # fmt: skip

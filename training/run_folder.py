@@ -35,7 +35,10 @@ def create_run_folder(run_dir: Path, config: Config, comments: list[str]) -> Non
 
 def metrics_row(metrics: dict[str, Any]) -> dict[str, float]:
     """The history.csv columns of one validation: mIoU, all-pixel mIoU, IoU per class."""
-    row = {"val_miou": round(float(metrics["miou"]), 6), "val_miou_dataset": round(float(metrics["miou_dataset"]), 6)}
+    row = {
+        "val_miou": round(float(metrics["miou"]), 6),
+        "val_miou_dataset": round(float(metrics["miou_dataset"]), 6),
+    }
     for name, iou in zip(CLASS_NAMES, metrics["per_class_iou"], strict=False):
         row[f"iou_{name}"] = round(float(iou), 6)
     return row

@@ -12,4 +12,13 @@ hidden test frames and writes the dataset folder; cli.py is the command line:
 from dataset.synthetic.layout import MARKER_NAME, SequencePlan, generate, is_complete, plan_sequence
 from dataset.synthetic.render import HEIGHT, WIDTH, EyeSequence
 
-__all__ = ["HEIGHT", "WIDTH", "MARKER_NAME", "EyeSequence", "SequencePlan", "plan_sequence", "generate", "is_complete"]
+__all__ = [
+    "HEIGHT",
+    "WIDTH",
+    "MARKER_NAME",
+    "EyeSequence",
+    "SequencePlan",
+    "plan_sequence",
+    "generate",
+    "is_complete",
+]
