@@ -77,9 +77,8 @@ class FoldRun:
         log(
             f"stopped by SIGTERM {where}: {self.run_dir / 'last.pt'} saved; continue with: {resume_command(self.argv)}"
         )
-        self.loaders = (
-            None  # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown)
-        )
+        # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown).
+        self.loaders = None
         sys.exit(EXIT_STOPPED)
 
 
