@@ -303,10 +303,10 @@ RUNNABLE = [
     "scripts/demo.py",
     "bench/run_all.py",
     "bench/train.py",
-    "bench/step.py",
     "bench/infer.py",
     "bench/memory.py",
     "bench/recipe_search.py",
+    "bench/step.py",
 ]
 
 

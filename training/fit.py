@@ -36,8 +36,8 @@ def log(message: str) -> None:
 def eta_line(images_per_s: float, first_epoch_s: float, epochs_left: int, val_interval: int) -> str:
     """After the first epoch: the measured speed and the time this fold still needs.
 
-    The first epoch pays start-up (worker launch, caches) so the estimate errs long; epochs
-    with a validation cost what the first one did when it validated.
+    A rough figure: the first epoch also paid start-up (worker launch, decoding into the cache),
+    which makes it err long, and validations still to come are not in it, which makes it err short.
     """
     left = first_epoch_s * epochs_left
     finish = time.strftime("%H:%M", time.localtime(time.time() + left))
