@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data/synthetic
 JOBS ?= 2
 
-.PHONY: setup test demo bench lint format contact-sheet clean
+.PHONY: setup test test-fast demo bench lint format contact-sheet clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Everything but the end-to-end tests that run the real scripts (marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo --out demo
@@ -37,7 +41,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 contact-sheet: $(STAMP)
-	$(PY) -m dataset.contact_sheet --out docs/synthetic.png
+	$(PY) -m viz.contact_sheet --out docs/synthetic.png
 
 # Not runs/: it holds users' trained models.
 clean:

@@ -25,21 +25,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
 from dataset.openeds import in_data_dir, read_sample_list
-from models.ensemble import DEFAULT_TTA, load_members, read_ensemble_file, spec_from_checkpoints
-from models.inference import TTA_MODES
-from models.predict import (
-    PRECISIONS,
+from inference.engine import TTA_MODES
+from inference.hardware import channels_last_choice
+from inference.members import load_members, read_ensemble_file
+from inference.predict import (
     PredictJob,
     auto_min_area,
-    inference_device,
     parse_shard,
-    precision_choice,
     run_prediction,
 )
-from models.pseudo import PseudoSettings
+from inference.pseudo import PseudoSettings
+from inference.runtime import PRECISIONS, precision_choice, select_device
 from utils.errors import InputError, cli_entry
-from utils.hardware import channels_last_choice
 
 # The models predicted when neither --ensemble nor --checkpoints is given (the recipe's list).
 DEFAULT_ENSEMBLE = Path(__file__).resolve().parent / "configs" / "ensemble.yaml"
@@ -72,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on the CPU, the faster there)"
     )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding PNGs")
-    parser.add_argument("--gpu", help="CUDA device index, or 'cpu' (default: cuda:0 if present)")
+    parser.add_argument("--gpu", help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:0 if present)")
     parser.add_argument(
         "--precision",
         choices=["auto", *PRECISIONS],
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         source = args.ensemble or DEFAULT_ENSEMBLE
         spec = read_ensemble_file(source)
     members = load_members(spec, source)
-    device = inference_device(args.gpu)
+    device = select_device(args.gpu, doing="predicting")
     if args.min_area == "auto":
         min_area = auto_min_area(args.data_dir, members)
     else:

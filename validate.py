@@ -16,9 +16,7 @@ import argparse
 from pathlib import Path
 
 from dataset.openeds import in_data_dir
-from utils.errors import InputError, cli_entry
-from utils.overlays import write_worst_overlays
-from utils.report import (
+from evaluation.report import (
     GroundTruth,
     check_writable_dir,
     format_report,
@@ -29,6 +27,8 @@ from utils.report import (
     score_predictions,
     write_json,
 )
+from utils.errors import InputError, cli_entry
+from viz.overlays import write_worst_overlays
 
 DEFAULT_WORST = 16
 

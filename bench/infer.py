@@ -30,12 +30,14 @@ if not __package__:  # run as a file (python bench/infer.py): import from the re
 
 from bench import synthetic_data
 from bench.naive import naive_predict
+from config.ensemble import spec_from_checkpoints
+from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex, UnlabeledDataset, image_relpath, read_image
+from inference.engine import EnsemblePredictor
+from inference.members import Member, load_members
+from inference.runtime import autocast_context
 from models.checkpoint import save_checkpoint
-from models.ensemble import Member, load_members, spec_from_checkpoints
-from models.inference import EnsemblePredictor, autocast_context
 from models.zoo import build_model
-from utils.config import Config, load_config
 
 __all__ = ["BENCH_CONFIG", "BENCH_OVERRIDES", "make_checkpoints", "run_engine", "LEVERS", "run_levers"]
 

@@ -57,10 +57,10 @@ def predict_many(data_dir: Path, count: int, workers: int = 2) -> dict[str, floa
     """The engine over `count` frames; returns frames/s and the class shares seen."""
     import time
 
+    from config.schema import load_config
     from dataset.openeds import OpenEDSIndex, image_relpath, read_image
-    from models.inference import EnsemblePredictor
+    from inference.engine import EnsemblePredictor
     from models.zoo import build_model
-    from utils.config import load_config
 
     keys = OpenEDSIndex.from_dir(data_dir).all_keys()[:8]
     frames = [read_image(data_dir / image_relpath(key)) for key in keys]
@@ -82,8 +82,9 @@ def _run(what: str, work_dir: Path, frames: int, epochs: int, workers: int) -> d
     if what.startswith("infer"):
         from bench.infer import Setting, run_engine
         from bench.naive import naive_predict
+        from config.ensemble import spec_from_checkpoints
         from dataset.openeds import OpenEDSIndex
-        from models.ensemble import load_members, spec_from_checkpoints
+        from inference.members import load_members
 
         members = load_members(spec_from_checkpoints(sorted(str(p) for p in work_dir.glob("member_*.pt"))))
         keys = OpenEDSIndex.from_dir(data_dir).all_keys()[:frames]
@@ -93,7 +94,7 @@ def _run(what: str, work_dir: Path, frames: int, epochs: int, workers: int) -> d
             run_engine(members, data_dir, keys, Setting())
         return {}
     from bench.train import TRAIN_CONFIG, fast_throughput, naive_throughput
-    from utils.config import load_config
+    from config.schema import load_config
 
     config = load_config(TRAIN_CONFIG, ["cpu_bf16=true"] if what == "train-bf16" else [])
     run = naive_throughput if what == "train-naive" else fast_throughput

@@ -35,7 +35,7 @@ from pathlib import Path
 if not __package__:  # run as a file (python bench/recipe_search.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from utils.config import load_config
+from config.schema import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cpu_fast.yaml"

@@ -21,11 +21,12 @@ if not __package__:  # run as a file (python bench/step.py): import from the rep
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench import isa_limit
+from config.schema import load_config
+from inference.runtime import amp_settings, resolve_runtime
 from losses import build_loss
 from models.zoo import build_model
-from train import loss_params  # (bench/train.py does the same; to move out of the entry script)
-from training.runtime import amp_settings, build_optimizer, resolve_runtime
-from utils.config import load_config
+from training.criterion import loss_params
+from training.optim import build_optimizer
 
 __all__ = ["step_throughput"]
 

@@ -26,16 +26,17 @@ if not __package__:  # run as a file (python bench/train.py): import from the re
 
 from bench import synthetic_data
 from bench.naive import NaiveTrainDataset, naive_train_epoch
+from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex
+from inference.runtime import amp_settings, select_device
 from losses import build_loss
 from models.zoo import build_model
-from train import loss_params
 from training.augment import build_train_transform
+from training.criterion import loss_params
 from training.data import build_loaders
 from training.loop import train_one_epoch
-from training.runtime import amp_settings, build_optimizer, select_device
+from training.optim import build_optimizer
 from training.schedule import build_scheduler
-from utils.config import Config, load_config
 
 __all__ = ["TRAIN_CONFIG", "fast_throughput", "naive_throughput", "run_training"]
 

@@ -43,9 +43,6 @@ __all__ = [
     "read_sample_list",
     "write_sample_list",
     "OpenEDSIndex",
-    "pad_amount",
-    "pad_rows",
-    "unpad_rows",
     "LabeledDataset",
     "UnlabeledDataset",
 ]
@@ -320,25 +317,6 @@ class OpenEDSIndex:
         return self.root / label_relpath(key)
 
 
-def pad_amount(height: int, multiple: int = 32) -> tuple[int, int]:
-    """Rows (top, bottom) that pad ``height`` up to a multiple, split evenly: 400 -> (8, 8)."""
-    total = -height % multiple
-    return total // 2, total - total // 2
-
-
-def pad_rows(x: np.ndarray, multiple: int = 32, value: int | float = 0) -> np.ndarray:
-    """Pad axis -2 (rows of (H, W) or (..., H, W)) with ``value`` to a multiple of ``multiple``."""
-    top, bottom = pad_amount(x.shape[-2], multiple)
-    widths = [(0, 0)] * x.ndim
-    widths[-2] = (top, bottom)
-    return np.pad(x, widths, constant_values=value)
-
-
-def unpad_rows(x: Any, top: int, bottom: int) -> Any:
-    """Crop ``top`` and ``bottom`` rows off axis -2 of a numpy array or torch tensor."""
-    return x[..., top : x.shape[-2] - bottom, :]
-
-
 def _image_tensor(image: Any) -> torch.Tensor:
     """(H, W) or (H, W, C) array -> (C, H, W) tensor, dtype kept; tensors pass through unchanged."""
     if isinstance(image, torch.Tensor):
@@ -357,12 +335,9 @@ def _mask_tensor(mask: Any) -> torch.Tensor:
 class _FrameDataset(Dataset):
     """Frames by key with an optional per-process cache of the decoded arrays."""
 
-    def __init__(
-        self, root: Path, keys: list[str], transform: Callable | None = None, cache: bool = False
-    ) -> None:
+    def __init__(self, root: Path, keys: list[str], cache: bool = False) -> None:
         self.root = Path(root)
         self.keys = [frame_key(*parse_sample_name(key)) for key in keys]
-        self.transform = transform
         self.cache = cache
         # Filled lazily, so each DataLoader worker keeps its own copy (~0.25 MB per image, 0.5 with mask).
         self._cached: dict[str, tuple[np.ndarray, ...]] = {}
@@ -400,27 +375,26 @@ class _FrameDataset(Dataset):
             return self._load(key)
         if key not in self._cached:
             self._cached[key] = self._load(key)
-        # Copies, so a transform that works in place cannot corrupt the cache.
+        # Copies: the tensors handed out share memory with these arrays, and augmentation
+        # (training/augment.py) may work on them in place.
         return tuple(array.copy() for array in self._cached[key])
 
 
 class LabeledDataset(_FrameDataset):
     """Labeled frames -> ``{"image": uint8 (1, H, W), "mask": int64 (H, W), "name": key}``.
 
-    ``transform(image=, mask=) -> {"image", "mask"}`` (albumentations style) runs on the numpy
-    arrays before conversion to tensors. ``label_dir`` reads ``S_<k>/label_<n>.npy`` from another
-    folder (pseudo-labels), whose masks may hold IGNORE_INDEX.
+    Augmentation is training's (training/augment.py wraps this dataset). ``label_dir`` reads
+    ``S_<k>/label_<n>.npy`` from another folder (pseudo-labels), whose masks may hold IGNORE_INDEX.
     """
 
     def __init__(
         self,
         root: Path,
         keys: list[str],
-        transform: Callable | None = None,
         label_dir: Path | None = None,
         cache: bool = False,
     ) -> None:
-        super().__init__(root, keys, transform, cache)
+        super().__init__(root, keys, cache)
         self.label_dir = Path(label_dir) if label_dir is not None else None
 
     def _load(self, key: str) -> tuple[np.ndarray, ...]:
@@ -436,9 +410,6 @@ class LabeledDataset(_FrameDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = self.keys[index]
         image, mask = self._arrays(key)
-        if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
         return {"image": _image_tensor(image), "mask": _mask_tensor(mask), "name": key}
 
 
@@ -454,6 +425,4 @@ class UnlabeledDataset(_FrameDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = self.keys[index]
         (image,) = self._arrays(key)
-        if self.transform is not None:
-            image = self.transform(image=image)["image"]
         return {"image": _image_tensor(image), "name": key}

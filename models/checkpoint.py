@@ -1,8 +1,10 @@
-"""One checkpoint format, written atomically, loaded safely (DESIGN.md "Conventions").
+"""One checkpoint format, built by one function, written atomically, loaded safely.
 
 A checkpoint is `{"model": state_dict, "optimizer", "scheduler", "scaler", "epoch",
-"best_miou", "config", "rng"}`; `config` is the resolved config as plain data, so a
-checkpoint alone rebuilds its model. Loading also accepts the original recipe's
+"best_miou", "config", "rng", "trained_on"}` (`training_checkpoint` builds it; train.py adds
+what its resume checks need); `config` is the resolved config as plain data, so a checkpoint
+alone rebuilds its model, and `trained_on` lists the label keys the model learned from, which
+the pseudo-label leakage rule reads (absent when unknown). Loading also accepts the original recipe's
 `{"epoch", "state_dict": {"module.<key>": ...}, "miou_best": numpy float64}` (its config must
 then be given). Everything is stored as tensors and plain Python values, so
 `torch.load(weights_only=True)` reads it, with only the recipe's numpy scalar globals allowed
@@ -17,13 +19,13 @@ from typing import Any
 
 import torch
 
+from config.schema import Config, config_from_dict
 from models.safe_load import load_weights_only
 from models.zoo import SegmentationModel, build_model
 from utils.atomic import atomic_path
-from utils.config import Config, config_from_dict
 from utils.errors import InputError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "model_state"]
+__all__ = ["training_checkpoint", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "model_state"]
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -98,3 +100,35 @@ def model_from_checkpoint(
             f"weights do not match {config.network}/{config.encoder} ({first[:120]})", path
         ) from None
     return model, config, payload
+
+
+def training_checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    *,
+    epoch: int,
+    best_miou: float,
+    config: Config,
+    rng: dict[str, Any],
+    trained_on: list[str] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The checkpoint of a training run after `epoch` epochs: everything a resume restores.
+
+    `extra` entries (train.py's run identity, a mid-epoch position) are stored as given.
+    """
+    payload = {
+        "model": model_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "best_miou": best_miou,
+        "config": config.model_dump(mode="json"),
+        "rng": rng,
+    }
+    if trained_on is not None:
+        payload["trained_on"] = trained_on
+    return payload | extra

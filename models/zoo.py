@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config.schema import Config
 from models.safe_load import load_weights_only
-from utils.config import Config
 from utils.errors import InputError
 
 __all__ = ["NETWORKS", "SegmentationModel", "build_model", "PAD_MULTIPLE", "WEIGHT_FILE_SUFFIXES"]

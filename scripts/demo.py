@@ -22,9 +22,9 @@ from pathlib import Path
 if not __package__:  # run as a file (python scripts/demo.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from config.schema import load_config
 from dataset.synthetic import is_complete
-from utils.config import load_config
-from utils.demo_report import write_report
+from viz.demo_report import write_report
 
 STAGE_TIMES: list[tuple[str, float]] = []
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = [runs / name / f"fold_{fold}" / "best.pt" for fold in args.folds]
     if args.pseudo:
         # One round per fold, from that fold's own model: it never saw the fold's val labels,
-        # so the leakage rule (training/pseudo_keys.py) keeps every pseudo-labelled frame.
+        # so the leakage rule (inference/pseudo_keys.py) keeps every pseudo-labelled frame.
         for fold, checkpoint in zip(args.folds, checkpoints, strict=True):
             pseudo = out / "pseudo" / f"fold_{fold}"
             stage(f"pseudo-labels fold {fold}", "predict_ensemble.py", "--data-dir", data,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import write_tiny_dataset
-from helpers import ROOT, run_script
+import pytest
+from conftest import ROOT, run_script, write_tiny_dataset
 
 from bench.infer import Setting, make_checkpoints, run_engine
 from bench.naive import naive_predict
 from bench.run_all import AVX2_BEGIN, AVX2_END, END, HEADING, render_section, update_markdown
+from config.ensemble import spec_from_checkpoints
+from config.schema import load_config
 from dataset.openeds import OpenEDSIndex
-from models.ensemble import load_members, spec_from_checkpoints
-from utils.config import load_config
+from inference.members import load_members
 
 
 def test_engine_matches_naive_loop_on_the_same_checkpoints(tmp_path: Path) -> None:
@@ -28,6 +29,7 @@ def test_engine_matches_naive_loop_on_the_same_checkpoints(tmp_path: Path) -> No
     assert (labels == reference).mean() >= 0.995
 
 
+@pytest.mark.slow
 def test_memory_probe_runs_in_a_fresh_process(tmp_path: Path) -> None:
     write_tiny_dataset(tmp_path / "data", sequences=1, frames=8)
     proc = run_script("-m", "bench.memory", "predict", "--work-dir", tmp_path, "--frames", 16, "--workers", 0)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import ROOT, run_script
+import pytest
+from conftest import ROOT, run_script
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = run_script(

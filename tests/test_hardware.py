@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import ROOT
+from conftest import ROOT
 
 import train
+from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
-from models.predict import precision_choice
-from training.runtime import amp_settings, resolve_runtime
-from utils import hardware
-from utils.config import load_config
+from inference import hardware
+from inference.runtime import amp_settings, precision_choice, resolve_runtime, select_device
+from utils.errors import InputError
 
 CPU = torch.device("cpu")
 AMX = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
@@ -102,3 +102,25 @@ def test_configs_default_to_auto() -> None:
     resolved, line = resolve_runtime(load_config(ROOT / "configs" / "cpu_fast.yaml"), CPU)
     assert isinstance(resolved.cpu_bf16, bool) and isinstance(resolved.channels_last, bool)
     assert line.startswith("precision: ")
+
+
+def test_gpu_has_one_meaning_for_training_and_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gpu: indices of the visible CUDA devices; local rank r takes the r-th; 'cpu' forces the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert select_device(None) == torch.device("cuda", 0)
+    assert select_device("2", doing="predicting") == torch.device("cuda", 2)
+    assert select_device("cpu") == CPU
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert select_device(None) == torch.device("cuda", 1)
+    assert select_device("0,3") == torch.device("cuda", 3)
+    for bad, needle in (("x", "device indices like 0 or 0,1"), ("2", "for local rank 1"), ("0,7", "only 4 CUDA")):
+        with pytest.raises(InputError, match=needle):
+            select_device(bad)
+
+
+def test_gpu_without_cuda_is_a_note_and_the_cpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("0", doing="predicting") == CPU
+    assert capsys.readouterr().err.strip() == "note: --gpu 0 given but CUDA is not available; predicting on the CPU"

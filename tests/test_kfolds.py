@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import run_script
 
 from dataset.create_kfolds import UNLABELED_LIST, create_kfolds, fold_files, write_kfolds
 from dataset.openeds import OpenEDSIndex, frame_key, read_sample_list
@@ -96,10 +95,10 @@ def test_write_kfolds_round_trips(tmp_path: Path) -> None:
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "dataset.create_kfolds", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return run_script("-m", "dataset.create_kfolds", *args, check=False, timeout=60)
 
 
+@pytest.mark.slow
 def test_cli_writes_fold_files(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "folds"
     result = _run_cli("--data-dir", str(tiny_data), "--folds", "4", "--by", "frame", "--out-dir", str(out))
@@ -118,6 +117,7 @@ def test_cli_writes_fold_files(tiny_data: Path, tmp_path: Path) -> None:
     assert len(unlabeled) == 32 and unlabeled[0] == "S_0/label_0.npy"
 
 
+@pytest.mark.slow
 def test_cli_defaults_to_the_data_dir(tiny_data: Path) -> None:
     result = _run_cli("--data-dir", str(tiny_data), "--folds", "2")
     assert result.returncode == 0, result.stderr
@@ -125,6 +125,7 @@ def test_cli_defaults_to_the_data_dir(tiny_data: Path) -> None:
     assert (tiny_data / UNLABELED_LIST).is_file()
 
 
+@pytest.mark.slow
 def test_cli_missing_data_dir_exits_2_with_one_line(tmp_path: Path) -> None:
     result = _run_cli("--data-dir", str(tmp_path / "absent"))
     assert result.returncode == 2
@@ -133,6 +134,7 @@ def test_cli_missing_data_dir_exits_2_with_one_line(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_exclude_leaves_listed_frames_out_of_unlabeled(tiny_data: Path, tmp_path: Path) -> None:
     excluded = ["S_0/label_0.npy", "S_1/label_5.npy"]
     exclude = tmp_path / "test.txt"

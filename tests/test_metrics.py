@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import jaccard_score
 
-from utils.metrics import SegmentationMeter, class_iou, confusion_matrix, miou_2019
+from evaluation.metrics import SegmentationMeter, class_iou, confusion_matrix, miou_2019
 
 C = 4
 IGNORE = 255

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from conftest import ROOT, TINY
 
+from config.schema import load_config
+from inference.engine import EnsemblePredictor
 from models.checkpoint import model_from_checkpoint, save_checkpoint
-from models.inference import EnsemblePredictor
 from models.zoo import build_model
 from training.schedule import lr_at
-from utils.config import load_config
 from utils.errors import InputError
 
-TINY = ROOT / "configs" / "tiny.yaml"
 FRAMES = torch.randint(
     0, 256, (2, 1, 400, 640), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
 )

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+import pytest
+from conftest import ROOT
 
 GUARD = """
 import socket
@@ -20,6 +21,7 @@ print("offline ok")
 """
 
 
+@pytest.mark.slow
 def test_entry_points_import_without_network() -> None:
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     result = subprocess.run([sys.executable, "-c", GUARD], cwd=ROOT, env=env, capture_output=True, text=True)

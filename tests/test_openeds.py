@@ -1,4 +1,4 @@
-"""OpenEDS layout: names, the frame index, checked readers, padding and the torch Datasets."""
+"""OpenEDS layout: names, the frame index, checked readers and the torch Datasets."""
 
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ from dataset.openeds import (
     frame_key,
     image_relpath,
     label_relpath,
-    pad_amount,
-    pad_rows,
     parse_sample_name,
     pred_relpath,
     read_image,
     read_label,
     read_sample_list,
-    unpad_rows,
     write_sample_list,
 )
 from utils.errors import InputError
@@ -237,29 +234,6 @@ def test_sample_list_bad(tmp_path: Path, text: str | None, message: str) -> None
     assert "fold_0_val.txt" in str(info.value)
 
 
-# --- padding -----------------------------------------------------------------------------------
-
-
-def test_pad_amount() -> None:
-    assert pad_amount(400) == (8, 8)
-    assert pad_amount(416) == (0, 0)
-    assert pad_amount(401) == (7, 8)
-    assert pad_amount(100, multiple=64) == (14, 14)
-
-
-def test_pad_rows_round_trip_numpy_and_torch() -> None:
-    image = np.arange(400 * 640, dtype=np.int32).reshape(400, 640)
-    padded = pad_rows(image, value=-1)
-    assert padded.shape == (416, 640)
-    assert (padded[:8] == -1).all() and (padded[-8:] == -1).all()
-    assert np.array_equal(unpad_rows(padded, 8, 8), image)
-
-    batch = np.zeros((2, 3, 400, 640), np.float32)
-    assert pad_rows(batch).shape == (2, 3, 416, 640)
-    tensor = torch.from_numpy(pad_rows(batch))
-    assert unpad_rows(tensor, *pad_amount(400)).shape == (2, 3, 400, 640)
-
-
 # --- datasets ----------------------------------------------------------------------------------
 
 
@@ -276,16 +250,6 @@ def test_labeled_dataset_items(tiny_data: Path) -> None:
     assert batch["image"].shape == (4, 1, 400, 640) and len(batch["name"]) == 4
 
 
-def test_labeled_dataset_applies_transform(tiny_data: Path) -> None:
-    def hflip(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        return {"image": image[:, ::-1], "mask": mask[:, ::-1]}
-
-    plain = LabeledDataset(tiny_data, ["S_1/4"])[0]
-    flipped = LabeledDataset(tiny_data, ["S_1/4"], transform=hflip)[0]
-    assert torch.equal(flipped["image"], plain["image"].flip(-1))
-    assert torch.equal(flipped["mask"], plain["mask"].flip(-1))
-
-
 def test_labeled_dataset_label_dir_override(tiny_data: Path, tmp_path: Path) -> None:
     pseudo = np.full((400, 640), IGNORE_INDEX, np.uint8)
     pseudo[100:200] = 2
@@ -300,19 +264,13 @@ def test_labeled_dataset_label_dir_override(tiny_data: Path, tmp_path: Path) -> 
 
 
 def test_cache_returns_identical_items_and_skips_decoding(tiny_data: Path) -> None:
-    def blank(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        image[:] = 0  # an in-place transform must not poison the cache
-        return {"image": image, "mask": mask}
-
     keys = ["S_0/1", "S_3/10"]
     plain = LabeledDataset(tiny_data, keys)
     expected = [plain[i] for i in range(2)]
     cached = LabeledDataset(tiny_data, keys, cache=True)
     first = [cached[i] for i in range(2)]
     (tiny_data / "S_0" / "1.png").unlink()  # served from memory from now on
-    cached.transform = blank
-    assert cached[0]["image"].max() == 0
-    cached.transform = None
+    cached[0]["image"][:] = 0  # an in-place change of an item (augmentation) must not poison the cache
     for i in range(2):
         for item in (first[i], cached[i]):
             assert item["name"] == expected[i]["name"]
@@ -322,12 +280,12 @@ def test_cache_returns_identical_items_and_skips_decoding(tiny_data: Path) -> No
 
 def test_unlabeled_dataset(tiny_data: Path) -> None:
     keys = OpenEDSIndex.from_dir(tiny_data).unlabeled_keys()
-    dataset = UnlabeledDataset(tiny_data, keys, transform=lambda image: {"image": image // 2}, cache=True)
+    dataset = UnlabeledDataset(tiny_data, keys, cache=True)
     assert len(dataset) == 32
     item = dataset[0]
     assert set(item) == {"image", "name"} and item["name"] == "S_0/0"
     assert item["image"].dtype == torch.uint8 and item["image"].shape == (1, 400, 640)
-    expected = cv2.imread(str(tiny_data / "S_0" / "0.png"), cv2.IMREAD_GRAYSCALE) // 2
+    expected = cv2.imread(str(tiny_data / "S_0" / "0.png"), cv2.IMREAD_GRAYSCALE)
     assert np.array_equal(item["image"][0].numpy(), expected)
 
 

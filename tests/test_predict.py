@@ -11,43 +11,27 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_tiny_dataset
-from helpers import ROOT, assert_one_line_error, run_script
+from conftest import (
+    FPN_OVERRIDES,
+    TINY,
+    assert_one_line_error,
+    error_line,
+    run_script,
+    tiny_checkpoint,
+    write_tiny_dataset,
+)
 
 import predict_ensemble
+from config.schema import load_config
 from dataset.openeds import image_relpath, read_image
-from models.checkpoint import model_from_checkpoint, save_checkpoint
-from models.ensemble import load_members, read_ensemble_file
-from models.inference import EnsemblePredictor, drop_small_classes
-from models.predict import is_complete_mask, save_npy_atomic
-from models.zoo import build_model
-from utils.config import load_config
+from inference.engine import EnsemblePredictor, drop_small_classes
+from inference.members import load_members, read_ensemble_file
+from inference.predict import is_complete_mask, save_npy_atomic
+from models.checkpoint import model_from_checkpoint
 from utils.errors import InputError
 from utils.submission import read_submission
 
-TINY = ROOT / "configs" / "tiny.yaml"
-# A second architecture at another input scale (GroupNorm needs channels divisible by 32).
-FPN_OVERRIDES = [
-    "network=fpn",
-    "input.scale=0.125",
-    "network_params={decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}",
-]
 FRAMES = ["S_1/label_3.npy", "S_0/label_2.npy", "S_3/label_0.npy"]  # S_3/0 is mirror-symmetric
-
-
-def tiny_checkpoint(path: Path, overrides: list[str], seed: int, trained_on: list[str]) -> Path:
-    """A randomly initialised tiny model saved in train.py's checkpoint format."""
-    torch.manual_seed(seed)
-    config = load_config(TINY, overrides)
-    payload = {
-        "model": build_model(config).state_dict(),
-        "config": config.model_dump(mode="json"),
-        "epoch": 0,
-        "best_miou": 0.0,
-        "trained_on": trained_on,
-    }
-    save_checkpoint(payload, path)
-    return path
 
 
 def predict(setup: dict, save_dir: Path, *extra: object, check: bool = True):
@@ -87,6 +71,7 @@ def direct_prediction(setup: dict, tta: str, names: list[str] = FRAMES) -> np.nd
     return labels.numpy()
 
 
+@pytest.mark.slow
 def test_ensemble_of_two_architectures_writes_engine_predictions(setup: dict) -> None:
     out = setup["out"]
     assert (out / "output.txt").read_text().splitlines() == ["S_1/3.npy", "S_0/2.npy", "S_3/0.npy"]
@@ -107,6 +92,7 @@ def test_ensemble_of_two_architectures_writes_engine_predictions(setup: dict) ->
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_rerun_after_a_kill_restores_only_what_is_missing(setup: dict, tmp_path: Path) -> None:
     out = tmp_path / "preds"
     shutil.copytree(setup["out"], out)  # copy2: mtimes kept
@@ -122,16 +108,7 @@ def test_rerun_after_a_kill_restores_only_what_is_missing(setup: dict, tmp_path:
     assert (out / "output.txt").read_text() == (setup["out"] / "output.txt").read_text()
 
 
-def error_line(argv: list[object], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run predict_ensemble.main in-process; it must exit 2 with exactly one 'error:' line on stderr."""
-    with pytest.raises(SystemExit) as exit_info:
-        predict_ensemble.main([str(arg) for arg in argv])
-    assert exit_info.value.code == 2
-    stderr = capsys.readouterr().err.strip().splitlines()
-    assert len(stderr) == 1 and stderr[0].startswith("error:"), stderr
-    return stderr[0]
-
-
+@pytest.mark.slow
 def test_another_ensemble_into_the_same_folder_is_refused(
     setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -139,12 +116,13 @@ def test_another_ensemble_into_the_same_folder_is_refused(
     shutil.copytree(setup["out"], out)
     listing = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     base = ["--data-dir", setup["data"], "--label-file", setup["labels"], "--save-dir", out]
-    line = error_line([*base, "--checkpoints", setup["unet"], setup["fpn"]], capsys)  # weights 1/1, not 1/2
+    line = error_line(predict_ensemble.main, [*base, "--checkpoints", setup["unet"], setup["fpn"]], capsys)  # weights 1/1, not 1/2
     assert str(out) in line and "another ensemble (differs in: members)" in line and "--overwrite" in line
-    line = error_line([*base, "--ensemble", setup["ensemble"], "--tta", "none"], capsys)
+    line = error_line(predict_ensemble.main, [*base, "--ensemble", setup["ensemble"], "--tta", "none"], capsys)
     assert "differs in: tta" in line
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == listing
     line = error_line(
+        predict_ensemble.main,
         [*base, "--ensemble", setup["ensemble"], "--tta", "none", "--overwrite", "--shard", "0/2"], capsys
     )
     assert "--overwrite with --shard" in line
@@ -160,6 +138,7 @@ def test_another_ensemble_into_the_same_folder_is_refused(
     )
 
 
+@pytest.mark.slow
 def test_shards_split_the_frames_and_the_last_one_writes_output_txt(
     setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,6 +154,7 @@ def test_shards_split_the_frames_and_the_last_one_writes_output_txt(
     assert sorted(read_submission(out / "sub.json")) == sorted((out / "output.txt").read_text().split())
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_one_line_and_writes_nothing(setup: dict, tmp_path: Path) -> None:
     out = tmp_path / "preds"
     proc = predict(setup, out, "--checkpoints", setup["unet"], tmp_path / "nope.pt", check=False)
@@ -182,6 +162,7 @@ def test_missing_checkpoint_is_one_line_and_writes_nothing(setup: dict, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["wrong architecture", "missing label file", "missing image"])
 def test_bad_input_is_one_line_and_writes_nothing(
     setup: dict, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
@@ -201,7 +182,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
         labels, needle = tmp_path / "labels.txt", "S_0/40.png: image not found"
         labels.write_text("S_0/label_1.npy\nS_0/label_40.npy\n")
     argv = ["--data-dir", setup["data"], "--label-file", labels, "--save-dir", out, *models]
-    assert needle in error_line(argv, capsys)
+    assert needle in error_line(predict_ensemble.main, argv, capsys)
     assert not out.exists()
 
 
@@ -250,6 +231,7 @@ def test_drop_small_classes_hands_tiny_classes_to_their_runner_up() -> None:
         drop_small_classes(probs, [0, 1])
 
 
+@pytest.mark.slow
 def test_min_area_auto_comes_from_the_training_labels_and_enters_the_fingerprint(
     setup: dict, tmp_path: Path
 ) -> None:

@@ -7,15 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_dataset
-from helpers import run_script
-from test_predict import FPN_OVERRIDES, tiny_checkpoint
+from conftest import FPN_OVERRIDES, run_script, tiny_checkpoint, write_tiny_dataset
 
 from dataset.openeds import IGNORE_INDEX, OpenEDSIndex, image_relpath, label_relpath, read_image
+from inference.engine import EnsemblePredictor
+from inference.pseudo import trained_on_union
+from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 from models.checkpoint import model_from_checkpoint
-from models.inference import EnsemblePredictor
-from models.pseudo import trained_on_union
-from training.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 
 # Unlabeled frames (labels sit at n % 3 == 1), two per sequence.
 FRAMES = ["S_0/0", "S_0/2", "S_1/3", "S_1/5"]
@@ -60,6 +58,7 @@ def round_(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_pseudo_labels_keep_only_confident_pixels_of_confident_frames(round_: dict) -> None:
     pseudo, threshold = round_["pseudo"], round_["threshold"]
     kept = [
@@ -92,6 +91,7 @@ def test_pseudo_labels_keep_only_confident_pixels_of_confident_frames(round_: di
     assert "kept 3/4 frames" in round_["stdout"]
 
 
+@pytest.mark.slow
 def test_leakage_rule_drops_sequences_whose_val_labels_the_models_saw(round_: dict) -> None:
     kept = read_pseudo_manifest(round_["pseudo"])["keys"]
     # S_0/4 is a val label the unet trained on: S_0's pseudo-labels would leak it. S_1/1 was never seen.
@@ -101,6 +101,7 @@ def test_leakage_rule_drops_sequences_whose_val_labels_the_models_saw(round_: di
     assert allowed_pseudo_keys(round_["pseudo"], val_keys=["S_1/1", "S_1/4"]) == kept
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_the_journal(round_: dict) -> None:
     pseudo = round_["pseudo"]
     manifest = read_pseudo_manifest(pseudo)

@@ -1,17 +1,15 @@
 """The original recipe, exactly: its config means what it meant, its commands and checkpoints work.
 
-The recipe is zeenolife/openeds_2020 (its README is ../shared/reference/seed-README.md). Nothing
+The recipe is zeenolife/openeds_2020 (its README's four commands are quoted in README.md, "The original recipe"). Nothing
 here downloads: the network is blocked wherever encoder weights are looked up, and the Hugging
 Face cache the tests read is one they write themselves.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,19 +21,17 @@ import safetensors.torch
 import segmentation_models_pytorch as smp
 import torch
 import yaml
-from conftest import write_tiny_dataset
-from helpers import ROOT, assert_one_line_error
+from conftest import ROOT, TINY, assert_one_line_error, run_script, write_tiny_dataset
 
+from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
 from dataset.openeds import read_image
 from models.checkpoint import load_checkpoint, model_from_checkpoint
 from models.zoo import build_model
 from training.augment import AugmentedDataset, build_train_transform
-from utils.config import load_config
 from utils.errors import InputError
 
 RECIPE_JSON = ROOT / "configs" / "seed-efficientnet-b7.json"
-TINY = ROOT / "configs" / "tiny.yaml"
 
 # What the recipe's train.py actually trained with its efficientnet-b7.json, read from its code
 # (train.py, dataset/openeds_dataset.py, predict_ensemble.py), not from the config's keys.
@@ -245,11 +241,7 @@ def recipe_command(
     script: str, *args: object, cwd: Path, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`python <script> ...` as the recipe's README writes it (the script by path, run as a file)."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *map(str, args)],
-        cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_script(ROOT / script, *args, check=False, threads=1, cwd=cwd, env=env or {})
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +252,7 @@ def recipe_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_the_recipe_readme_commands_run_as_written(recipe_data: Path, tmp_path: Path) -> None:
     data = recipe_data
     # python dataset/create_kfolds.py (the recipe runs the file as a script)
@@ -294,16 +287,18 @@ def test_the_recipe_readme_commands_run_as_written(recipe_data: Path, tmp_path: 
     assert "mIoU" in proc.stdout
 
 
+@pytest.mark.slow
 def test_predict_ensemble_help_names_the_default_models() -> None:
     proc = recipe_command("predict_ensemble.py", "--help", cwd=ROOT)
     assert proc.returncode == 0
     assert "configs/ensemble.yaml" in " ".join(proc.stdout.split())
 
 
+PACKAGES = ("config", "dataset", "losses", "models", "inference", "evaluation", "training", "viz", "utils", "scripts", "bench")
 RUNNABLE = [
     "dataset/create_kfolds.py",
-    "dataset/synthetic.py",
-    "dataset/contact_sheet.py",
+    "dataset/synthetic",
+    "viz/contact_sheet.py",
     "utils/submission.py",
     "scripts/demo.py",
     "bench/run_all.py",
@@ -317,14 +312,15 @@ RUNNABLE = [
 
 def test_every_runnable_module_has_a_main_and_is_listed_here() -> None:
     found = {
-        str(path.relative_to(ROOT))
-        for folder in ("dataset", "utils", "scripts", "bench", "models", "training", "losses")
-        for path in (ROOT / folder).glob("*.py")
+        str(path.relative_to(ROOT)).removesuffix("/__main__.py")
+        for folder in PACKAGES
+        for path in (ROOT / folder).rglob("*.py")
         if 'if __name__ == "__main__"' in path.read_text()
     }
     assert found == set(RUNNABLE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", RUNNABLE)
 def test_every_runnable_module_runs_as_a_file(script: str, tmp_path: Path) -> None:
     proc = recipe_command(script, "--help", cwd=tmp_path)
@@ -332,6 +328,7 @@ def test_every_runnable_module_runs_as_a_file(script: str, tmp_path: Path) -> No
     assert "usage:" in proc.stdout
 
 
+@pytest.mark.slow
 def test_recipe_config_offline_without_weights_is_one_line(recipe_data: Path, tmp_path: Path) -> None:
     """The recipe's JSON as it is, on a machine without the weights and without a network."""
     guard = tmp_path / "guard"
@@ -348,6 +345,7 @@ def test_recipe_config_offline_without_weights_is_one_line(recipe_data: Path, tm
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_recipe_checkpoint_predicts_the_class_maps_its_network_computes(tmp_path: Path) -> None:
     data = write_tiny_dataset(tmp_path / "data", sequences=2, frames=4, label_every=2)
     checkpoint = tmp_path / "segmentation_unet_efficientnet-b7_0_best_miou.pt"

@@ -21,23 +21,24 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import conftest
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_tiny_dataset
-from helpers import ROOT, assert_one_line_error
+from conftest import ROOT, assert_one_line_error, error_line, write_tiny_dataset
 
 import predict_ensemble
 import train
 import validate
+from config.schema import load_config
 from dataset import create_kfolds
 from dataset.openeds import image_relpath, label_relpath, pred_relpath, read_label, read_sample_list
+from inference.predict import MASK_FILE_BYTES
 from models.checkpoint import load_checkpoint
-from models.predict import MASK_FILE_BYTES
-from utils.config import load_config
 
+pytestmark = pytest.mark.slow  # every test here runs a real script (in-process or as a subprocess)
 TINY = ROOT / "configs" / "tiny.yaml"
 EPOCHS = 4
 FPN = ["network=fpn", "network_params={decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}"]
@@ -61,20 +62,8 @@ def one_thread() -> Iterator[None]:
 
 
 def run_script(*args: object, check: bool = True) -> subprocess.CompletedProcess:
-    """helpers.run_script with SUBPROCESS_ENV: `python <args>` from the repo root, text output."""
-    proc = subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=ROOT,
-        env=SUBPROCESS_ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
+    """conftest.run_script with this module's thread count and a longer timeout."""
+    return conftest.run_script(*args, check=check, threads=THREADS, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +85,6 @@ def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reference")
     run_script("train.py", *train_argv(data, out))
     return out / "tiny" / "fold_0"
-
-
-def error_line(
-    main: Callable[[list[str]], object], argv: list[object], capsys: pytest.CaptureFixture[str]
-) -> str:
-    """Call a script's main in-process: exit 2, exactly one 'error:' line on stderr, no traceback."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2, captured.err[-2000:]
-    assert "Traceback" not in captured.err, captured.err
-    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, captured.err
-    return errors[0]
 
 
 def spoil(data: Path, tmp_path: Path, damage: str) -> tuple[Path, Path, str]:
@@ -379,11 +353,15 @@ def start(script: str, argv: list[object], log: Path) -> subprocess.Popen:
 
 
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 180) -> None:
-    """SIGKILL `proc` as soon as `ready()` (polled as fast as Python can); it must still be running."""
+    """SIGKILL `proc` as soon as `ready()` (polled every millisecond); it must still be running.
+
+    The poll sleeps between checks: spinning would take a core from the process it waits for.
+    """
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, f"finished (exit {proc.returncode}) before the kill"
         assert time.monotonic() < deadline, "kill condition never came"
+        time.sleep(0.001)
     proc.kill()
     assert proc.wait(timeout=60) == -signal.SIGKILL
 

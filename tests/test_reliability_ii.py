@@ -25,20 +25,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_dataset
-from helpers import ROOT
+from conftest import ROOT, error_line, run_script, write_tiny_dataset
 
 import predict_ensemble
 import train
 import validate
-from dataset import create_kfolds, synthetic
+from dataset import create_kfolds
 from dataset.openeds import image_relpath, label_relpath, read_sample_list
+from dataset.synthetic import cli as synthetic_cli
+from dataset.synthetic import layout as synthetic
 from scripts import demo
 from training.state import restore_rng_state, rng_state
 from utils import distributed, submission
 from utils.errors import InputError
 from utils.submission import encode_file
 
+pytestmark = pytest.mark.slow  # every test here runs a real script (in-process or as a subprocess)
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
@@ -67,21 +69,6 @@ def data(folds_data: Path, tmp_path: Path) -> Path:
 def train_argv(data: Path, out: Path, *extra: object, epochs: int = 1) -> list[str]:
     argv = ["--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, "--epochs", epochs]
     return [str(arg) for arg in [*argv, *extra]]
-
-
-def error_line(
-    main: Callable[[list[str]], object], argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> str:
-    """Call a script's main in-process: exit 2, exactly one 'error:' line on stderr, no traceback."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2, captured.err[-2000:]
-    assert "Traceback" not in captured.err, captured.err
-    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, captured.err
-    return errors[0]
 
 
 # --- 1. pre-flight data check -----------------------------------------------------------------------
@@ -357,10 +344,7 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignor
 
 
 def run_train(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True,
-        text=True, timeout=600,
-    )  # fmt: skip
+    return run_script("train.py", *args, check=False, threads=1, timeout=600)
 
 
 def test_sigterm_finishes_the_step_saves_last_pt_and_says_how_to_resume(
@@ -768,7 +752,7 @@ def _submission_bomb(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
 def _synthetic_write(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     monkeypatch.setattr(synthetic.cv2, "imwrite", lambda *args, **kwargs: False)
     argv = ["--out", str(tmp_path / "synthetic"), "--sequences", "1", "--frames", "12", "--label-every", "4"]
-    return error_line(synthetic.main, [*argv, "--test-per-sequence", "1"], capsys)
+    return error_line(synthetic_cli.main, [*argv, "--test-per-sequence", "1"], capsys)
 
 
 # Rows whose case needs a real subprocess: the named test checks the line against the table.

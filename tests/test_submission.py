@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_script
 
 from utils.errors import InputError
 from utils.submission import encode_file, read_submission, rle_decode, rle_encode, write_submission
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_rle(data: bytes) -> bytes:
@@ -106,25 +103,14 @@ def test_write_and_read_submission(tmp_path: Path) -> None:
         np.testing.assert_array_equal(decoded[relpath], array)
 
 
+@pytest.mark.slow
 def test_decode_cli_writes_the_original_files(tmp_path: Path) -> None:
     save = tmp_path / "preds"
     (save / "S_1").mkdir(parents=True)
     np.save(save / "S_1/5.npy", mask())
     write_submission(save, ["S_1/5.npy"], tmp_path / "sub.json")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "utils.submission",
-            "decode",
-            "--json",
-            str(tmp_path / "sub.json"),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_script(
+        "-m", "utils.submission", "decode", "--json", tmp_path / "sub.json", "--out", tmp_path / "out", check=False
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out/S_1/5.npy").read_bytes() == (save / "S_1/5.npy").read_bytes()

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset.synthetic import MARKER_NAME, EyeSequence, generate, main, plan_sequence
+from dataset.synthetic import MARKER_NAME, EyeSequence, generate, plan_sequence
+from dataset.synthetic.cli import main
 from utils.errors import InputError
 
 SMALL = {"sequences": 2, "frames": 12, "label_every": 3, "test_per_sequence": 2}

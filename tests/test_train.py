@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, assert_one_line_error, run_script
+from conftest import ROOT, TINY, assert_one_line_error, run_script
 
+from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
 from models.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.config import load_config
-
-TINY = ROOT / "configs" / "tiny.yaml"
 
 
 @pytest.fixture
@@ -40,6 +36,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_writes_every_artifact(fold_data: Path, tmp_path: Path) -> None:
     proc = train(fold_data, tmp_path / "runs", "--epochs", 4)
     run = tmp_path / "runs" / "tiny" / "fold_0"
@@ -65,22 +62,7 @@ def test_short_run_learns_and_writes_every_artifact(fold_data: Path, tmp_path: P
     assert model(torch.zeros(1, 1, 400, 640, dtype=torch.uint8)).shape == (1, 4, 400, 640)
 
 
-def test_resumed_run_equals_uninterrupted(fold_data: Path, tmp_path: Path) -> None:
-    train(fold_data, tmp_path / "a", "--epochs", 3)
-    # Interrupted after epoch 1: keep that run's last.pt, then resume to the end.
-    train(fold_data, tmp_path / "b", "--epochs", 3)
-    run_b = tmp_path / "b" / "tiny" / "fold_0"
-    shutil.rmtree(run_b)
-    train(fold_data, tmp_path / "b", "--epochs", 1, "--set", "optimizer.schedule.epochs=1")
-    assert load_checkpoint(run_b / "last.pt")["epoch"] == 1
-    out = train(fold_data, tmp_path / "b", "--epochs", 3, "--resume", "auto")
-    assert "resumed" in out.stdout
-    a, b = weights(tmp_path / "a" / "tiny" / "fold_0" / "last.pt"), weights(run_b / "last.pt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = history(run_b / "history.csv")
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-
-
+@pytest.mark.slow
 def test_same_seed_gives_same_checkpoint(fold_data: Path, tmp_path: Path) -> None:
     train(fold_data, tmp_path / "a", "--epochs", 1)
     train(fold_data, tmp_path / "b", "--epochs", 1)
@@ -102,6 +84,7 @@ def test_recipe_json_loads_unchanged_and_builds_the_recipe_model() -> None:
     assert model.net.segmentation_head[0].out_channels == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -116,6 +99,7 @@ def test_bad_config_is_a_one_line_error(fold_data: Path, tmp_path: Path, overrid
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_unknown_key_in_config_file_names_file_and_key(fold_data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text() + "\nlearning_rat: 0.1\n")
@@ -123,21 +107,58 @@ def test_unknown_key_in_config_file_names_file_and_key(fold_data: Path, tmp_path
     assert_one_line_error(proc, str(bad), "unknown key 'learning_rat'")
 
 
+# Runs train.main under torchrun and, on each rank, records the sample indices its sampler handed
+# out and the final parameters of its model copy, which only rank 0 would otherwise write.
+DDP_PROBE = """
+import os, sys, torch
+sys.path.insert(0, {root!r})
+import train
+from training.data import EpochSampler
+
+drawn, models = [], []
+iterate = EpochSampler.__iter__
+def recording_iter(self):
+    for item in iterate(self):
+        drawn.append(item)
+        yield item
+EpochSampler.__iter__ = recording_iter
+build = train.build_model
+def keep(*args, **kwargs):
+    models.append(build(*args, **kwargs))
+    return models[-1]
+train.build_model = keep
+train.main(sys.argv[1:])
+params = {{name: p.detach().clone() for name, p in models[0].named_parameters()}}
+torch.save({{"drawn": drawn, "params": params}}, {out!r} + f"/rank{{os.environ['RANK']}}.pt")
+"""
+
+
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes(fold_data: Path, tmp_path: Path) -> None:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
-    proc = subprocess.run(
-        [*torchrun, "train.py", "--config", str(TINY), "--data-dir", str(fold_data), "--fold", "0",
-         "--output-dir", str(tmp_path / "ddp"), "--epochs", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = tmp_path / "probe.py"
+    probe.write_text(DDP_PROBE.format(root=str(ROOT), out=str(tmp_path)))
+    run_script(
+        "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", probe,
+        "--config", TINY, "--data-dir", fold_data, "--fold", 0, "--output-dir", tmp_path / "ddp", "--epochs", 2,
+    )  # fmt: skip
     run = tmp_path / "ddp" / "tiny" / "fold_0"
-    model, _, payload = model_from_checkpoint(run / "last.pt")
+    _, _, payload = model_from_checkpoint(run / "last.pt")
     assert payload["epoch"] == 2
-    rows = history(run / "history.csv")
-    assert len(rows) == 2  # rank 0 alone writes
+    assert len(history(run / "history.csv")) == 2  # rank 0 alone writes
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    # Both ranks end with the same weights, and those are the ones rank 0 saved.
+    for name, value in ranks[0]["params"].items():
+        assert torch.equal(value, ranks[1]["params"][name]), name
+        assert torch.equal(value, payload["model"][name]), name
+    # Each epoch, the ranks drew disjoint samples that together cover the fold's training frames.
+    n_train = len((fold_data / "fold_0_train.txt").read_text().split())
+    for epoch in (0, 1):
+        per_rank = [{index for e, index in rank["drawn"] if e == epoch} for rank in ranks]
+        assert per_rank[0] and not per_rank[0] & per_rank[1], epoch
+        assert per_rank[0] | per_rank[1] == set(range(n_train)), epoch
 
 
+@pytest.mark.slow
 def test_train_consumes_pseudo_labels_under_the_leakage_rule(fold_data: Path, tmp_path: Path) -> None:
     import json
 
@@ -165,6 +186,7 @@ def test_train_consumes_pseudo_labels_under_the_leakage_rule(fold_data: Path, tm
     assert val[0] in payload["trained_on"]  # inherited from the pseudo-labels' producers
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_never_overwritten_or_resumed_with_another_recipe(fold_data: Path, tmp_path: Path) -> None:
     train(fold_data, tmp_path / "runs", "--epochs", 1)
     last = tmp_path / "runs" / "tiny" / "fold_0" / "last.pt"

@@ -1,17 +1,16 @@
-"""validate.py end to end on a tiny dataset: its numbers equal utils.metrics, errors are clean, overlays rank right."""
+"""validate.py end to end on a tiny dataset: its numbers equal evaluation.metrics, errors are clean, overlays rank right."""
 
 from __future__ import annotations
 
 import json
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import run_script
 
 from dataset.create_kfolds import create_kfolds, write_kfolds
 from dataset.openeds import (
@@ -22,14 +21,13 @@ from dataset.openeds import (
     read_sample_list,
     write_sample_list,
 )
+from evaluation.metrics import SegmentationMeter
+from evaluation.report import ground_truth_from_pickle
 from utils.errors import InputError
-from utils.metrics import SegmentationMeter
-from utils.report import ground_truth_from_pickle
 
 
 def _validate(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "validate.py", *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return run_script("validate.py", *args, check=False, timeout=60)
 
 
 def _truth(data: Path, keys: list[str]) -> dict[str, np.ndarray]:
@@ -64,6 +62,7 @@ def folded(tiny_data: Path) -> Path:
     return tiny_data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fold", "label-file", "gt-pkl"])
 def test_numbers_equal_utils_metrics(folded: Path, tmp_path: Path, mode: str) -> None:
     labeled = OpenEDSIndex.from_dir(folded).labeled_keys()
@@ -94,6 +93,7 @@ def test_numbers_equal_utils_metrics(folded: Path, tmp_path: Path, mode: str) ->
     assert f"{got['miou']:.4f}" in result.stdout and "per-sequence mIoU" in result.stdout
 
 
+@pytest.mark.slow
 def test_perfect_predictions_score_one(folded: Path, tmp_path: Path) -> None:
     truth = _truth(folded, OpenEDSIndex.from_dir(folded).labeled_keys())
     _write_predictions(tmp_path / "preds", truth, {})
@@ -108,6 +108,7 @@ def test_perfect_predictions_score_one(folded: Path, tmp_path: Path) -> None:
     assert got["per_class_iou"] == [1.0] * 4
 
 
+@pytest.mark.slow
 def test_missing_prediction_fails_whole_run(folded: Path, tmp_path: Path) -> None:
     keys = OpenEDSIndex.from_dir(folded).labeled_keys()
     _write_predictions(tmp_path / "preds", _truth(folded, keys), {})
@@ -131,6 +132,7 @@ def test_missing_prediction_fails_whole_run(folded: Path, tmp_path: Path) -> Non
     assert result.stdout == "" and not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.slow
 def test_malformed_predictions_are_counted_and_named(folded: Path, tmp_path: Path) -> None:
     keys = OpenEDSIndex.from_dir(folded).labeled_keys()
     _write_predictions(tmp_path / "preds", _truth(folded, keys), {})
@@ -162,6 +164,7 @@ def test_malformed_predictions_are_counted_and_named(folded: Path, tmp_path: Pat
     assert result.stdout == "" and not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.slow
 def test_overlays_of_worst_frames_in_order(folded: Path, tmp_path: Path) -> None:
     keys = read_sample_list(folded / "fold_0_val.txt")
     worst, second = keys[2], keys[0]

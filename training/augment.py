@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from config.schema import Augmentation, Input
 from training.state import derive_seed
-from utils.config import Augmentation, Input
 from utils.errors import InputError
 
 __all__ = ["build_train_transform", "AugmentedDataset"]

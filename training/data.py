@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from config.schema import Config
+from dataset.create_kfolds import fold_files
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
 from training.augment import AugmentedDataset, build_train_transform
 from training.preflight import check_fold_lists, check_frames
 from training.shutdown import ignore_sigterm
 from training.state import derive_seed
 from utils import distributed
-from utils.config import Config
 from utils.errors import InputError
 
 __all__ = ["fold_keys", "EpochSampler", "build_loaders", "Loaders"]
@@ -32,7 +33,7 @@ def fold_keys(
 
     With `index`, both lists are checked against it and for overlap (training.preflight).
     """
-    train_file, val_file = folds_dir / f"fold_{fold}_train.txt", folds_dir / f"fold_{fold}_val.txt"
+    train_file, val_file = fold_files(folds_dir, fold)
     for path in (train_file, val_file):
         if not path.is_file():
             raise InputError(

@@ -13,9 +13,10 @@ from torch import nn
 from tqdm import tqdm
 
 from dataset.openeds import IGNORE_INDEX
-from models.inference import EnsemblePredictor, autocast_context
+from evaluation.metrics import SegmentationMeter
+from inference.engine import EnsemblePredictor
+from inference.runtime import autocast_context
 from utils import distributed
-from utils.metrics import SegmentationMeter
 
 __all__ = ["TrainingDiverged", "EpochStats", "train_one_epoch", "evaluate"]
 

@@ -9,13 +9,29 @@ the weights, the history and `trained_on` would then describe two different trai
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from config.schema import Config
+from models.checkpoint import load_checkpoint
+from training.progress import History
+from training.state import restore_rng_state
 from utils import distributed
 from utils.errors import InputError
 
-__all__ = ["check_fresh_start", "check_same_run", "run_identity"]
+__all__ = [
+    "check_fresh_start",
+    "check_same_run",
+    "run_identity",
+    "resolve_resume",
+    "config_changes",
+    "RESUMABLE_CHANGES",
+    "Start",
+    "start_or_resume",
+]
 
 
 def _history_rows(path: Path) -> int:
@@ -94,3 +110,92 @@ def check_same_run(
             path,
         )
     return None if saved_on is None else trained_on
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """--resume: None (a new run), 'auto' (this run's last.pt if there is one) or a checkpoint path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "last.pt"
+        return last if last.is_file() else None
+    return Path(resume)
+
+
+# Keys a resumed run may change: how long it trains, how it loads and validates. Anything
+# else (model, optimizer, loss, augmentations, seed, scale) would silently mix two recipes.
+# Precision and memory layout are the machine's choice (auto), so a run may move machines.
+RESUMABLE_CHANGES = ("optimizer.schedule.epochs", "data.", "validation.", "cpu_bf16", "channels_last", "compile")
+
+
+def config_changes(saved: dict | None, config: Config) -> str:
+    """The keys that differ between a checkpoint's config and this run's, as 'key: old -> new'."""
+    if saved is None:
+        return ""
+
+    def flat(value: object, prefix: str = "") -> dict[str, object]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    old, new = flat(saved), flat(config.model_dump(mode="json"))
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:3]]
+    return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+@dataclass
+class Start:
+    """Where a run starts: epoch, best score, steps already done in that epoch and their sums."""
+
+    epoch: int = 0
+    best_miou: float = -1.0
+    step: int = 0  # a run stopped mid-epoch: steps done
+    carry: tuple[float, int, float] = (0.0, 0, 0.0)  # (loss sum, images, seconds) of those steps
+    trained_on: list[str] | None = None
+    resumed_from: Path | None = None
+
+
+def start_or_resume(
+    resume_path: Path | None,
+    run_dir: Path,
+    fold: int,
+    config: Config,
+    trained_on: list[str],
+    history: History,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> Start:
+    """A new run (checked not to overwrite one), or everything restored from `resume_path`."""
+    if resume_path is None:
+        distributed.from_main(lambda: check_fresh_start(run_dir))
+        history.truncate(0)  # rows of a first epoch killed while saving
+        return Start(trained_on=trained_on)
+    payload = distributed.on_every_rank(lambda: load_checkpoint(resume_path))
+    trained_on_kept = check_same_run(payload, resume_path, run_dir, fold, trained_on)
+    changed = config_changes(payload.get("config"), config)
+    if changed:
+        raise InputError(
+            f"cannot resume: the checkpoint was trained with another config ({changed}); "
+            "use another --name or --output-dir for a new run",
+            resume_path,
+        )
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        # The whole message, whitespace collapsed: its first line alone ("Error(s) in loading
+        # state_dict for SegmentationModel:") does not say which keys or shapes differ.
+        detail = " ".join(str(exc).split())[:240]
+        raise InputError(f"cannot resume from this checkpoint: {detail}", resume_path) from None
+    start = Start(int(payload["epoch"]), float(payload["best_miou"]), int(payload.get("step", 0)))
+    start.trained_on, start.resumed_from = trained_on_kept, resume_path
+    if start.step and distributed.is_main():  # the carried sums are global: one rank adds them
+        start.carry = tuple(payload["partial"])
+    restore_rng_state(payload["rng"])
+    history.truncate(start.epoch)
+    return start

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from utils.config import Optimizer as OptimizerConfig
+from config.schema import Optimizer as OptimizerConfig
 
 __all__ = ["lr_at", "build_scheduler"]
 

@@ -40,6 +40,13 @@ def _unwrap_worker_message(text: str) -> str:
     return last.split(": ", 1)[1] if ": " in last else last
 
 
+def _error_line(line: str) -> None:
+    """One write of the whole line: under torchrun every rank may report at once on one stderr,
+    and print()'s separate writes of the text and the newline would interleave their lines."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def cli_entry(main: F) -> F:
     """Wrap an entry script's main(): InputError (and a full disk) -> 'error: ...' on stderr, exit 2."""
 
@@ -48,14 +55,14 @@ def cli_entry(main: F) -> F:
         try:
             return main(*args, **kwargs)
         except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error_line(f"error: {exc}")
             sys.exit(EXIT_INPUT_ERROR)
         except OSError as exc:
             # A full disk is the one OSError every writer can meet: one line naming the file,
             # like bad input (writes are atomic, so nothing half-written is left).
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            print(f"error: {exc.filename or 'write'}: no space left on device ({exc.strerror})", file=sys.stderr)
+            _error_line(f"error: {exc.filename or 'write'}: no space left on device ({exc.strerror})")
             sys.exit(EXIT_INPUT_ERROR)
 
     return wrapper  # type: ignore[return-value]

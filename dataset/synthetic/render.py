@@ -1,108 +1,29 @@
-"""Synthetic near-eye IR data in the exact OpenEDS 2020 Sparse Segmentation layout.
+"""Rendering one synthetic eye sequence: a simulated person's identity and 5 Hz trajectory, and
+each frame drawn analytically with its exact label.
 
-No real data can be downloaded here, so every command and test in the repo trains and is
-judged on frames made by this module. Each sequence is one simulated person wearing a VR
-headset: a fixed identity (eye position, scale, skin, iris, lighting, camera) and a 5 Hz
-trajectory of gaze (smooth drift with saccades), pupil dilation and blinks. Each frame is
-rendered analytically at full resolution: every edge in the image is anti-aliased from a
-signed distance, and the label is the hard partition of the same distances (distance < 0),
-so labels are exact for the rendered geometry. Glints, eyelashes and streak reflections are
-drawn into the image only, never into the label, as in the real annotations.
-
-Layout written under `--out` (see DESIGN.md "The data"):
-
-    S_<k>/<n>.png              every frame, 8-bit gray, 640 x 400
-    S_<k>/label_<n>.npy        sparse labels, uint8 (400, 640), 0 bg, 1 sclera, 2 iris, 3 pupil
-    images.txt, labels.txt     indexes at the root
-    test.txt                   hidden-test frames, as `S_k/label_<n>.npy` lines (no file written)
-    test_sampleName_GT.pkl     their ground truth: {"S_k/<n>.npy": mask}
-
-    python -m dataset.synthetic --out data/synthetic --sequences 24 --frames 60 --workers 2
+Every edge in the image is anti-aliased from a signed distance, and the label is the hard
+partition of the same distances (distance < 0), so labels are exact for the rendered geometry.
+Glints, eyelashes and streak reflections are drawn into the image only, never into the label,
+as in the real annotations.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import multiprocessing
-import pickle
-import shutil
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-if not __package__:  # run as a file (python dataset/synthetic.py): import from the repo root, as with -m
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from dataset.openeds import IMAGE_HEIGHT as HEIGHT
+from dataset.openeds import IMAGE_WIDTH as WIDTH
 
-from utils.atomic import atomic_path, write_text_atomic
-from utils.errors import InputError, cli_entry
-
-__all__ = [
-    "HEIGHT",
-    "WIDTH",
-    "MARKER_NAME",
-    "SequencePlan",
-    "EyeSequence",
-    "plan_sequence",
-    "generate",
-    "is_complete",
-    "main",
-]
-
-HEIGHT, WIDTH = 400, 640
-# Marks a folder as ours (so a re-run may clear it); rewritten with the summary at the end.
-# Completeness is signalled by images.txt, which is written last.
-MARKER_NAME = "synthetic.json"
-INDEX_NAMES = ("images.txt", "labels.txt", "test.txt", "test_sampleName_GT.pkl")
-# Sensor noise defeats LZ matching anyway: Huffman-only is ~1.5x faster than level 1 and smaller.
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+__all__ = ["HEIGHT", "WIDTH", "EyeSequence"]
 
 # Polar iris texture table: rows are the normalised radius (pupil edge -> limbus), columns
 # the angle. Long in radius and thin in angle, so resampling gives radial fibres.
 IRIS_RHO, IRIS_THETA = 64, 720
 
-
-@dataclass(frozen=True)
-class SequencePlan:
-    """Which frames of one sequence get a label file and which are hidden test frames."""
-
-    index: int
-    frames: int
-    labeled: tuple[int, ...]
-    test: tuple[int, ...]
-
-
-def plan_sequence(
-    seed: int, index: int, frames: int, label_every: int, test_per_sequence: int
-) -> SequencePlan:
-    """Choose sparse labeled frames and hidden test frames for sequence `index`.
-
-    Labels are stratified: one frame drawn uniformly from each of ~frames/label_every equal
-    bins, so they spread through the sequence with jittered gaps (1 to 2*label_every-1
-    apart, like the real 1-76). Test frames are unlabeled frames strictly between the first
-    and last label, like the challenge's hidden frames. Raises InputError when the sequence
-    is too short to hold them.
-    """
-    if frames < 2:
-        raise InputError(f"--frames must be at least 2 (a first and a last label), got {frames}")
-    rng = np.random.default_rng([seed, index, 1])
-    count = max(2, round(frames / label_every))
-    # Integer bins of width >= 1 (count <= frames), so every bin yields a distinct frame.
-    edges = np.ceil(np.linspace(0, frames, count + 1)).astype(int)
-    labeled = [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    inside = np.setdiff1d(np.arange(labeled[0] + 1, labeled[-1]), labeled)
-    if len(inside) < test_per_sequence:
-        raise InputError(
-            f"--frames {frames} is too short: S_{index} has {len(inside)} unlabeled frames between its first and "
-            f"last label, --test-per-sequence needs {test_per_sequence}"
-        )
-    test = np.sort(rng.choice(inside, size=test_per_sequence, replace=False)) if test_per_sequence else []
-    return SequencePlan(index, frames, tuple(labeled), tuple(int(n) for n in test))
 
 
 def _smooth_noise(
@@ -328,7 +249,7 @@ class EyeSequence:
         upper32, lower32 = upper.astype(np.float32), lower.astype(np.float32)
         crease = upper32 - 0.35 * self.iris_r * (0.3 + 0.7 * min(1.0, state.openness))
         # Everything that depends on the eye lives in a band of rows around it (lashes, crease
-        # and lid margins included); outside it the frame is plain skin. Saves ~40% of the work.
+        # and lid margins included); outside it the frame is plain skin, drawn once.
         top = max(0, int(crease.min()) - 56)
         bottom = min(HEIGHT, int(lower32.max()) + 32)
         rows = np.arange(top, bottom, dtype=np.float32)[:, None]
@@ -484,175 +405,3 @@ class EyeSequence:
         cv2.polylines(layer, list(points[~self.lash_thick]), False, 255, 1, cv2.LINE_AA, 4)
         cv2.polylines(layer, list(points[self.lash_thick]), False, 255, 2, cv2.LINE_AA, 4)
         return layer.astype(np.float32) / 255
-
-
-def _write_sequence(job: tuple[Path, int, SequencePlan]) -> dict[str, np.ndarray]:
-    """Render and write every frame of one sequence; return the hidden test frames' masks."""
-    out, seed, plan = job
-    folder = out / f"S_{plan.index}"
-    folder.mkdir(parents=True, exist_ok=True)
-    sequence = EyeSequence(seed, plan.index, plan.frames)
-    labeled, test = set(plan.labeled), set(plan.test)
-    ground_truth = {}
-    for n in range(plan.frames):
-        image, label = sequence.render(n)
-        if not cv2.imwrite(str(folder / f"{n}.png"), image, PNG_PARAMS):  # False, not an exception
-            raise InputError("cannot write image (disk full or folder not writable?)", folder / f"{n}.png")
-        if n in labeled:
-            np.save(folder / f"label_{n}.npy", label)
-        elif n in test:
-            ground_truth[f"S_{plan.index}/{n}.npy"] = label
-    return ground_truth
-
-
-def is_complete(out: Path) -> bool:
-    """Whether `out` holds a finished synthetic dataset: the marker says so, written last of all."""
-    try:
-        return json.loads((Path(out) / MARKER_NAME).read_text()).get("complete") is True
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _single_thread() -> None:
-    """Worker initialiser: one OpenCV thread per process, so N workers use N cores."""
-    cv2.setNumThreads(1)
-
-
-def _prepare_out(out: Path) -> None:
-    """Make `out` ready: create it, or clear an earlier synthetic dataset; refuse anything else.
-
-    The marker file claims the folder before any frame is written, so a re-run after a
-    crash may clear it; the index files go first, so a half-cleared folder never looks
-    complete.
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"cannot write the output folder ({exc.strerror})", out) from exc
-    entries = list(out.iterdir())
-    if entries and not (out / MARKER_NAME).exists():
-        raise InputError("output folder is not empty and was not written by dataset.synthetic", out)
-    for name in INDEX_NAMES:
-        (out / name).unlink(missing_ok=True)
-    for path in entries:
-        if path.is_dir() and path.name.startswith("S_"):
-            shutil.rmtree(path)
-    _write_text(out / MARKER_NAME, [json.dumps({"complete": False})])
-
-
-def _write_text(path: Path, lines: list[str]) -> None:
-    """Write an index file through a temp file and rename, so it is either whole or absent."""
-    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
-
-
-def generate(
-    out: Path,
-    sequences: int = 24,
-    frames: int = 60,
-    label_every: int = 10,
-    test_per_sequence: int = 5,
-    seed: int = 0,
-    workers: int = 1,
-) -> dict:
-    """Write a synthetic OpenEDS 2020 dataset to `out` and return a summary dict.
-
-    Same arguments give byte-identical files whatever `workers` is (each sequence has its
-    own seed). Raises InputError for arguments that cannot make a valid dataset.
-    """
-    out = Path(out)
-    for name, value, least in (
-        ("--sequences", sequences, 1),
-        ("--label-every", label_every, 1),
-        ("--test-per-sequence", test_per_sequence, 0),
-        ("--workers", workers, 1),
-    ):
-        if value < least:
-            raise InputError(f"{name} must be at least {least}, got {value}")
-    plans = [plan_sequence(seed, k, frames, label_every, test_per_sequence) for k in range(sequences)]
-    _prepare_out(out)
-
-    start = time.perf_counter()
-    jobs = [(out, seed, plan) for plan in plans]
-    if workers == 1:
-        results = [_write_sequence(job) for job in jobs]
-    else:
-        # spawn: safe when the caller already runs threads (torch, OpenCV).
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(workers, sequences), initializer=_single_thread) as pool:
-            results = pool.map(_write_sequence, jobs, chunksize=1)
-    # Fresh arrays with the canonical uint8 dtype: masks unpickled from workers carry their
-    # own dtype objects, which would change the pickle's memo and so its bytes.
-    ground_truth = {}
-    for result in results:
-        for key, mask in result.items():
-            ground_truth[key] = np.empty((HEIGHT, WIDTH), np.uint8)
-            ground_truth[key][...] = mask
-
-    # Index files last: the folder only looks complete once everything else is on disk.
-    images = [f"S_{p.index}/{n}.png" for p in plans for n in range(frames)]
-    labels = [f"S_{p.index}/label_{n}.npy" for p in plans for n in p.labeled]
-    tests = [f"S_{p.index}/label_{n}.npy" for p in plans for n in p.test]
-    with atomic_path(out / "test_sampleName_GT.pkl") as tmp, open(tmp, "wb") as handle:
-        pickle.dump(ground_truth, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    _write_text(out / "test.txt", tests)
-    _write_text(out / "labels.txt", labels)
-    _write_text(out / "images.txt", images)
-    seconds = time.perf_counter() - start
-    summary = {
-        "out": str(out),
-        "sequences": sequences,
-        "frames": len(images),
-        "labels": len(labels),
-        "test_frames": len(tests),
-        "seed": seed,
-        "workers": workers,
-        "seconds": round(seconds, 3),
-        "frames_per_s": round(len(images) / seconds, 1),
-        "frames_per_s_per_worker": round(len(images) / seconds / min(workers, sequences), 1),
-    }
-    args = {"frames_per_sequence": frames, "label_every": label_every, "test_per_sequence": test_per_sequence}
-    _write_text(out / MARKER_NAME, [json.dumps({"complete": True, **args, **summary})])
-    return summary
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> dict:
-    """CLI: parse arguments, generate, print a one-line summary."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        help="output folder (created; an earlier synthetic one is replaced)",
-    )
-    parser.add_argument("--sequences", type=int, default=24)
-    parser.add_argument("--frames", type=int, default=60, help="frames per sequence, all written as PNG")
-    parser.add_argument(
-        "--label-every", type=int, default=10, help="about one label file per this many frames"
-    )
-    parser.add_argument("--test-per-sequence", type=int, default=5, help="hidden test frames per sequence")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="processes, one sequence at a time each")
-    args = parser.parse_args(argv)
-    summary = generate(
-        args.out,
-        args.sequences,
-        args.frames,
-        args.label_every,
-        args.test_per_sequence,
-        args.seed,
-        args.workers,
-    )
-    print(
-        f"synthetic: {summary['sequences']} sequences, {summary['frames']} frames, {summary['labels']} labels, "
-        f"{summary['test_frames']} test frames -> {summary['out']} in {summary['seconds']:.1f} s "
-        f"({summary['frames_per_s']:.0f} frames/s, {summary['frames_per_s_per_worker']:.0f} per worker)"
-    )
-    return summary
-
-
-if __name__ == "__main__":
-    main()

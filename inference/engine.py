@@ -12,14 +12,15 @@ softmax/argmax, as in the recipe. Speed decisions, measured in bench/:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["TTA_MODES", "View", "tta_views", "EnsemblePredictor", "autocast_context", "drop_small_classes"]
+from inference.runtime import autocast_context
+
+__all__ = ["TTA_MODES", "View", "tta_views", "EnsemblePredictor", "drop_small_classes"]
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,6 @@ def tta_views(mode: str) -> tuple[View, ...]:
     if mode not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {mode!r}; choose one of {sorted(TTA_MODES)}")
     return TTA_MODES[mode]
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast for `dtype` on `device`, or a no-op when dtype is None (full fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class EnsemblePredictor:

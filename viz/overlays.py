@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 
 from dataset.openeds import CLASS_NAMES, image_relpath, parse_sample_name, read_image
+from evaluation.report import FrameScore, GroundTruth, read_prediction, write_bytes_atomic
 from utils.errors import InputError
-from utils.report import FrameScore, GroundTruth, read_prediction, write_bytes_atomic
+from viz.palette import PALETTE
+from viz.tiles import caption, tile_grid
 
-__all__ = ["OUTLINE_COLOURS", "draw_overlay", "caption", "tile_grid", "write_worst_overlays"]
+__all__ = ["draw_overlay", "write_worst_overlays"]
 
-# BGR per class (background has no outline): sclera green, iris cyan, pupil magenta.
-OUTLINE_COLOURS = {1: (60, 220, 60), 2: (255, 200, 0), 3: (255, 60, 255)}
 WRONG_TINT = np.array([0, 70, 255], np.float32)  # orange-red: prediction != truth
 DASH = 5  # pixels on, then off, along a predicted outline
 SHEET_TILE = (320, 200)  # contact-sheet tile (W, H): half size
@@ -48,33 +48,12 @@ def draw_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.n
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     wrong = truth != pred
     canvas[wrong] = (0.55 * canvas[wrong] + 0.45 * WRONG_TINT).astype(np.uint8)
-    for cls, colour in OUTLINE_COLOURS.items():
+    for cls in range(1, len(PALETTE)):  # background has no outline
+        colour = tuple(int(c) for c in PALETTE[cls])
         cv2.drawContours(canvas, _outlines(truth, cls), -1, colour, 1, cv2.LINE_AA)
         for contour in _outlines(pred, cls):
             _draw_dashed(canvas, contour, colour)
     return canvas
-
-
-def caption(tile: np.ndarray, lines: list[str], scale: float = 0.5) -> np.ndarray:
-    """Put a white strip with one or more lines of black text above a BGR tile."""
-    line_h = int(34 * scale) + 4
-    strip = np.full((line_h * len(lines) + 4, tile.shape[1], 3), 255, np.uint8)
-    for i, text in enumerate(lines):
-        baseline = line_h * (i + 1) - 2
-        cv2.putText(strip, text, (5, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([strip, tile])
-
-
-def tile_grid(tiles: list[np.ndarray], columns: int = SHEET_COLUMNS) -> np.ndarray:
-    """Same-size BGR tiles in rows of ``columns`` (white padding), with a 4 px white gutter."""
-    gutter = 4
-    padded = [
-        cv2.copyMakeBorder(t, 0, gutter, 0, gutter, cv2.BORDER_CONSTANT, value=(255, 255, 255)) for t in tiles
-    ]
-    columns = min(columns, len(padded))
-    padded += [np.full_like(padded[0], 255)] * (-len(padded) % columns)
-    rows = [np.hstack(padded[i : i + columns]) for i in range(0, len(padded), columns)]
-    return np.vstack(rows)
 
 
 def _encode_png(image: np.ndarray, path: Path) -> bytes:
@@ -112,7 +91,7 @@ def write_worst_overlays(
         small = cv2.resize(body, SHEET_TILE, interpolation=cv2.INTER_AREA)
         tiles.append(caption(small, [title], scale=0.45))
     sheet_path = out_dir / "worst.png"
-    sheet = caption(tile_grid(tiles), [f"{len(worst)} worst frames by mIoU, worst first ({legend})"], 0.55)
+    sheet = caption(tile_grid(tiles, SHEET_COLUMNS), [f"{len(worst)} worst frames by mIoU, worst first ({legend})"], 0.55)
     pictures.append((sheet_path, sheet))
     for path, picture in pictures:
         write_bytes_atomic(path, _encode_png(picture, path))

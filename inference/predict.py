@@ -1,6 +1,6 @@
 """A prediction run: frames -> ensemble -> .npy masks and/or pseudo-labels, resumable and shardable.
 
-The engine is models/inference.EnsemblePredictor; this module owns the files around it:
+The engine is inference/engine.EnsemblePredictor; this module owns the files around it:
 - every .npy is written atomically (temp file + os.replace): a killed run never leaves a partial
   file, and a file of the exact size np.save gives a (400, 640) uint8 array counts as complete;
 - a rerun skips complete frames; `.predict_state.json` in each output folder fingerprints what
@@ -38,9 +38,10 @@ from dataset.openeds import (
     read_label,
     write_sample_list,
 )
-from models.ensemble import Member
-from models.inference import EnsemblePredictor
-from models.pseudo import (
+from inference.engine import EnsemblePredictor
+from inference.hardware import channels_last_choice
+from inference.members import Member
+from inference.pseudo import (
     JOURNAL_GLOB,
     FrameRecord,
     PseudoJournal,
@@ -51,18 +52,15 @@ from models.pseudo import (
     read_journals,
     trained_on_union,
 )
-from training.pseudo_keys import PSEUDO_MANIFEST
+from inference.pseudo_keys import PSEUDO_MANIFEST
 from utils.atomic import atomic_path, remove_stale_temp_files, write_text_atomic
 from utils.errors import InputError
-from utils.hardware import bf16_choice, channels_last_choice
 from utils.submission import write_submission
 
 __all__ = [
     "PredictJob",
     "RunResult",
     "parse_shard",
-    "inference_device",
-    "precision_choice",
     "save_npy_atomic",
     "is_complete_mask",
     "run_prediction",
@@ -73,7 +71,6 @@ __all__ = [
 
 STATE_FILE = ".predict_state.json"
 OUTPUT_LIST = "output.txt"
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def auto_min_area(data_dir: Path, members: list[Member]) -> tuple[int, ...]:
@@ -118,36 +115,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise InputError(f"--shard {text}: need 0 <= i < n")
     return index, count
-
-
-def inference_device(gpu: str | None) -> torch.device:
-    """'cpu' -> CPU; an index -> that CUDA device; None -> cuda:0 if present, else the CPU."""
-    if gpu == "cpu":
-        return torch.device("cpu")
-    if gpu is not None and not gpu.isdigit():
-        raise InputError(f"--gpu expects a device index like 0, or cpu; got {gpu!r}")
-    if not torch.cuda.is_available():
-        if gpu is not None:
-            print(
-                f"warning: --gpu {gpu} given but CUDA is not available; running on the CPU", file=sys.stderr
-            )
-        return torch.device("cpu")
-    index = int(gpu or 0)
-    if index >= torch.cuda.device_count():
-        raise InputError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return torch.device("cuda", index)
-
-
-def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
-    """(autocast dtype, why). auto: fp16 on CUDA; on a CPU bf16 only where it is native (AMX),
-    else fp32; an explicit bf16 on a CPU without it warns (utils/hardware.py)."""
-    if device.type == "cuda":
-        dtype = torch.float16 if precision == "auto" else PRECISIONS[precision]
-        return dtype, "auto: CUDA" if precision == "auto" else "set explicitly"
-    if precision in ("auto", "bf16"):
-        choice = bf16_choice("auto" if precision == "auto" else True, device)
-        return (torch.bfloat16 if choice.value else None), choice.reason
-    return PRECISIONS[precision], "set explicitly"
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -3,7 +3,7 @@
 Ground truth comes from a sample list of label files (a fold's ``fold_<k>_val.txt`` or any
 ``S_0/label_3.npy`` list) or from the challenge's test pickle (``"S_k/<n>.npy"`` -> mask).
 Predictions are ``PRED/S_k/<n>.npy`` (``np.save`` of uint8 (400, 640)). Every number comes
-from ``utils.metrics.SegmentationMeter``; nothing here computes an IoU of its own.
+from ``evaluation.metrics.SegmentationMeter``; nothing here computes an IoU of its own.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from dataset.openeds import (
     read_label,
     read_sample_list,
 )
+from evaluation.metrics import SegmentationMeter, class_iou
 from utils.atomic import write_bytes_atomic
 from utils.errors import InputError
-from utils.metrics import SegmentationMeter, class_iou
 
 __all__ = [
     "GroundTruth",

@@ -1,21 +1,21 @@
 """Experiment configuration: file (YAML or JSON) -> validated schema -> `--set` overrides.
 
-The schema keeps the original recipe's key names (reference/seed-efficientnet-b7.json loads
+The schema keeps the original recipe's key names (configs/seed-efficientnet-b7.json loads
 unchanged and means what it meant) and adds the keys this repo needs. Validation is done by
 pydantic with `extra="forbid"`, so an unknown key or a wrong type is an error that names the
-key; `load_config` turns it into a one-line `InputError`.
+key; `load_config` turns it into a one-line `InputError` (config/reader.py).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.reader import read_mapping, validate
 from utils.atomic import write_text_atomic
 from utils.errors import InputError
 
@@ -160,7 +160,7 @@ class Config(_Strict):
     fp16: bool = False  # mixed precision (float16 + GradScaler on CUDA)
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     # bf16 autocast on the CPU. auto: only where the CPU has native bf16 matrix units (AMX);
-    # elsewhere bf16 runs many times slower than fp32 (utils/hardware.py, BENCHMARKS.md).
+    # elsewhere bf16 runs many times slower than fp32 (inference/hardware.py, BENCHMARKS.md).
     cpu_bf16: bool | Literal["auto"] = "auto"
     # NHWC weights and inputs. auto: on for CUDA and x86 CPUs, where it measured faster.
     channels_last: bool | Literal["auto"] = "auto"
@@ -176,10 +176,12 @@ class Config(_Strict):
     @field_validator("network")
     @classmethod
     def _known_network(cls, value: str) -> str:
-        from models.zoo import NETWORKS
+        # smp's own registry, which models/zoo.py builds from (imported here, not at the top:
+        # reading a config should not pay for importing smp).
+        from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING as networks
 
-        if value.lower() not in NETWORKS:
-            raise ValueError(f"unknown network {value!r}; choose one of {sorted(NETWORKS)}")
+        if value.lower() not in networks:
+            raise ValueError(f"unknown network {value!r}; choose one of {sorted(networks)}")
         return value.lower()
 
     @model_validator(mode="after")
@@ -201,23 +203,11 @@ class Config(_Strict):
         return [key for key, value in unused.items() if value is not None]
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown key '{key}'"
-    value = error.get("input")
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    return f"bad value for '{key}': {error['msg']} (got {shown})"
-
-
 def config_from_dict(data: dict[str, Any], source: object = "config") -> Config:
     """Validate a plain dict into a Config; errors become one-line InputErrors naming the key."""
     if not isinstance(data, dict):
         raise InputError("a config must be a mapping of keys to values", source)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(_describe(exc.errors()[0]), source) from None
+    return validate(Config, data, source)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -242,21 +232,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError("config file not found", path)
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot parse config: {str(exc).splitlines()[0]}", path) from None
-    return data if data is not None else {}
-
-
 def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
     """Read a YAML/JSON config, apply `--set` overrides and validate it."""
     path = Path(path)
-    data = apply_overrides(_read_mapping(path), overrides or [])
+    data = apply_overrides(read_mapping(path, "config file", "config"), overrides or [])
     return config_from_dict(data, path)
 
 

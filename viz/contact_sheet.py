@@ -3,8 +3,8 @@
 Used to eyeball the generator against real OpenEDS frames (docs/synthetic.png) and to check
 any data folder at a glance:
 
-    python -m dataset.contact_sheet --out docs/synthetic.png
-    python -m dataset.contact_sheet --out sheet.png --data-dir openEDS2020-SparseSegmentation/participant
+    python -m viz.contact_sheet --out docs/synthetic.png
+    python -m viz.contact_sheet --out sheet.png --data-dir openEDS2020-SparseSegmentation/participant
 """
 
 from __future__ import annotations
@@ -16,24 +16,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-if not __package__:  # run as a file (python dataset/contact_sheet.py): import from the repo root, as with -m
+if not __package__:  # run as a file (python viz/contact_sheet.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from dataset.openeds import CLASS_NAMES
 from dataset.synthetic import EyeSequence, plan_sequence
 from utils.errors import InputError, cli_entry
+from viz.palette import colour_label
+from viz.tiles import caption, tile_grid
 
-__all__ = ["CLASS_COLOURS", "colour_label", "pick_synthetic", "pick_from_folder", "contact_sheet", "main"]
+__all__ = ["pick_synthetic", "pick_from_folder", "contact_sheet", "main"]
 
-# BGR for cv2: background black, sclera green, iris blue-ish, pupil red/yellow.
-CLASS_COLOURS = np.array([[0, 0, 0], [80, 200, 60], [230, 120, 40], [40, 60, 240]], np.uint8)
-CLASS_NAMES = ("bg", "sclera", "iris", "pupil")
 TILE_W, TILE_H = 264, 165  # 640x400 scaled by ~0.41: 6 tiles make a ~1600 px row
-CAPTION_H = 22
-
-
-def colour_label(label: np.ndarray) -> np.ndarray:
-    """Map a (H, W) class mask to a (H, W, 3) BGR picture."""
-    return CLASS_COLOURS[np.clip(label, 0, len(CLASS_COLOURS) - 1)]
+CAPTION_SCALE = 0.45
 
 
 def pick_synthetic(count: int = 8, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -76,13 +71,6 @@ def pick_from_folder(data_dir: Path, count: int = 8) -> list[tuple[str, np.ndarr
     return picked
 
 
-def _caption(tile: np.ndarray, text: str) -> np.ndarray:
-    """Put a one-line caption strip above a tile."""
-    strip = np.full((CAPTION_H, tile.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([strip, tile])
-
-
 def contact_sheet(samples: list[tuple[str, np.ndarray, np.ndarray]], per_row: int = 2) -> np.ndarray:
     """Lay out (name, gray image, label) triples as image | label | overlay, `per_row` per row."""
     tiles = []
@@ -92,15 +80,12 @@ def contact_sheet(samples: list[tuple[str, np.ndarray, np.ndarray]], per_row: in
         overlay = np.where(label[..., None] > 0, (0.6 * gray + 0.4 * colour).astype(np.uint8), gray)
         present = ", ".join(CLASS_NAMES[c] for c in range(1, 4) if (label == c).any()) or "closed"
         row = [
-            _caption(cv2.resize(gray, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA), name),
-            _caption(cv2.resize(colour, (TILE_W, TILE_H), interpolation=cv2.INTER_NEAREST), present),
-            _caption(cv2.resize(overlay, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA), "overlay"),
+            caption(cv2.resize(gray, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA), [name], CAPTION_SCALE),
+            caption(cv2.resize(colour, (TILE_W, TILE_H), interpolation=cv2.INTER_NEAREST), [present], CAPTION_SCALE),
+            caption(cv2.resize(overlay, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA), ["overlay"], CAPTION_SCALE),
         ]
         tiles.append(np.hstack(row))
-    blank = np.full_like(tiles[0], 255)
-    tiles += [blank] * (-len(tiles) % per_row)
-    rows = [np.hstack(tiles[i : i + per_row]) for i in range(0, len(tiles), per_row)]
-    return np.vstack(rows)
+    return tile_grid(tiles, per_row, gutter=0)
 
 
 @cli_entry

@@ -1,18 +1,8 @@
-"""Ensembles: an ensemble file (or a list of checkpoints) -> loaded, weighted member models.
+"""Ensemble members: an ensemble spec (config/ensemble.py) -> loaded, weighted member models.
 
-An ensemble file is YAML (or JSON):
-
-    tta: hflip                      # optional; --tta overrides it, default hflip
-    members:
-      - checkpoint: runs/cpu_fast/fold_*/best.pt   # a path or a glob, relative to the CWD
-        weight: 1.0                                # optional, default 1, must be > 0
-        config: null                               # optional config file (needed by the
-                                                   # original recipe's checkpoints, which carry none)
-
-A glob's weight applies to each checkpoint it matches; a glob that matches nothing is an error.
 Each checkpoint carries its own config (architecture, channels, input scale, normalisation), so
 members of different architectures and input scales mix freely: every model returns full-size
-logits, which the one inference engine (models/inference.py) averages.
+logits, which the one inference engine (inference/engine.py) averages.
 """
 
 from __future__ import annotations
@@ -20,47 +10,20 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from config.ensemble import EnsembleSpec, read_ensemble_spec
+from config.schema import Config, load_config
+from inference.engine import TTA_MODES
 from models.checkpoint import model_from_checkpoint
-from models.inference import TTA_MODES
 from models.zoo import SegmentationModel
-from utils.config import Config, load_config
 from utils.errors import InputError
 
-__all__ = [
-    "EnsembleSpec",
-    "MemberSpec",
-    "Member",
-    "read_ensemble_file",
-    "spec_from_checkpoints",
-    "load_members",
-]
-
-DEFAULT_TTA = "hflip"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MemberSpec(_Strict):
-    checkpoint: str
-    weight: float = Field(1.0, gt=0)
-    config: str | None = None
-
-
-class EnsembleSpec(_Strict):
-    tta: str | None = None
-    members: list[MemberSpec] = Field(min_length=1)
-
+__all__ = ["Member", "read_ensemble_file", "load_members"]
 
 @dataclass
 class Member:
@@ -77,37 +40,12 @@ class Member:
         return {"checkpoint": str(self.checkpoint), "weight": self.weight, "sha256": self.digest}
 
 
-def _describe_error(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown key '{key}'"
-    return f"bad value for '{key}': {error['msg']}"
-
-
 def read_ensemble_file(path: Path | str) -> EnsembleSpec:
-    """Parse and validate an ensemble file; one-line InputError naming the file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("ensemble file not found", path)
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot parse ensemble file: {str(exc).splitlines()[0]}", path) from None
-    if not isinstance(data, dict):
-        raise InputError("an ensemble file must be a mapping with 'members' (and optionally 'tta')", path)
-    try:
-        spec = EnsembleSpec.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(_describe_error(exc.errors()[0]), path) from None
+    """config/ensemble.py's reader, plus the check that its TTA is one the engine has."""
+    spec = read_ensemble_spec(path)
     if spec.tta is not None and spec.tta not in TTA_MODES:
         raise InputError(f"bad value for 'tta': {spec.tta!r}; choose one of {sorted(TTA_MODES)}", path)
     return spec
-
-
-def spec_from_checkpoints(paths: Sequence[Path | str]) -> EnsembleSpec:
-    """--checkpoints A.pt B.pt ...: weight 1 each, embedded configs."""
-    return EnsembleSpec(members=[MemberSpec(checkpoint=str(path)) for path in paths])
 
 
 def _expand(pattern: str, source: object) -> list[Path]:

@@ -4,7 +4,7 @@ A pseudo-label is the ensemble's class map with every pixel whose softmax confid
 `threshold` set to IGNORE_INDEX (255); a frame whose share of confident pixels is below
 `min_confident` is skipped (no file). Files: `P/S_k/label_<n>.npy` (the layout
 LabeledDataset(label_dir=P) reads) and, once every frame is done, `P/pseudo.json`, the manifest
-training/pseudo_keys.py reads:
+inference/pseudo_keys.py reads:
 
     {"keys": kept "S_k/n", "trained_on": union of the models' training label keys,
      "checkpoints": [...], "tta", "threshold", "min_confident",
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from dataset.openeds import IGNORE_INDEX
-from training.pseudo_keys import PSEUDO_MANIFEST
+from inference.pseudo_keys import PSEUDO_MANIFEST
 
 __all__ = [
     "PseudoSettings",

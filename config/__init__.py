@@ -1,0 +1,1 @@
+"""Configuration: the experiment schema, the ensemble file schema, one strict reader."""

@@ -1,0 +1,1 @@
+"""Pictures: overlays, the contact sheet, the demo report page."""
