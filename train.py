@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(val_keys)} val, {config.optimizer.schedule.epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"
     )
     log(runtime_line)
-    best_miou = fit(run)
+    try:
+        best_miou = fit(run)
+    finally:
+        run.close_loaders()  # also after an error: the workers ignore SIGTERM, so exit would wait on them
     log(f"done: best val mIoU {best_miou:.4f}; checkpoints in {run_dir}")
     distributed.cleanup()
 

@@ -78,6 +78,7 @@ def fast_throughput(
         )  # fmt: skip
         if epoch:  # epoch 0 warms up (cache fill, oneDNN primitives)
             images, seconds = images + stats.images, seconds + stats.seconds
+    loaders.close()  # the workers ignore SIGTERM: left to exit, they would hang the process
     return images / seconds
 
 

@@ -21,9 +21,10 @@ def fold_data(tiny_data: Path) -> Path:
     return tiny_data
 
 
-def train(data: Path, out: Path, *extra: object, check: bool = True) -> subprocess.CompletedProcess:
+def train(data: Path, out: Path, *extra: object, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
     return run_script(
-        "train.py", "--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, *extra, check=check
+        "train.py", "--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, *extra, check=check,
+        **kwargs,
     )
 
 
@@ -60,6 +61,14 @@ def test_short_run_learns_and_writes_every_artifact(fold_data: Path, tmp_path: P
     model, config, _ = model_from_checkpoint(run / "best.pt")
     assert config == load_config(run / "config.yaml")
     assert model(torch.zeros(1, 1, 400, 640, dtype=torch.uint8)).shape == (1, 4, 400, 640)
+
+
+@pytest.mark.slow
+def test_a_run_with_dataloader_workers_exits_when_done(fold_data: Path, tmp_path: Path) -> None:
+    # Persistent workers ignore SIGTERM (training/shutdown.py); left to interpreter exit, which
+    # stops them with SIGTERM, the finished run would wait on them forever.
+    proc = train(fold_data, tmp_path / "runs", "--epochs", 1, "--workers", 1, timeout=120)
+    assert "done: best val mIoU" in proc.stdout
 
 
 @pytest.mark.slow

@@ -99,6 +99,16 @@ class Loaders:
     def __init__(self, train: DataLoader, val: DataLoader, sampler: EpochSampler) -> None:
         self.train, self.val, self.sampler = train, val, sampler
 
+    def close(self) -> None:
+        """Stop the persistent DataLoader workers now, the way torch does it (a sentinel, then join).
+
+        Left to interpreter exit, multiprocessing would stop them with SIGTERM, which they ignore
+        (training.shutdown.ignore_sigterm), and the finished run would hang. torch has no public
+        close(): dropping a loader's iterator runs its worker shutdown.
+        """
+        for loader in (self.train, self.val):
+            loader._iterator = None
+
 
 def build_loaders(
     config: Config,

@@ -72,13 +72,18 @@ class FoldRun:
             run=run_identity(self.run_dir, self.fold),
         )  # fmt: skip
 
+    def close_loaders(self) -> None:
+        if self.loaders is not None:
+            self.loaders.close()
+            self.loaders = None
+
     def stop(self, where: str) -> None:
         """SIGTERM: last.pt is saved; say how to continue, let the workers go, exit 143."""
         log(
             f"stopped by SIGTERM {where}: {self.run_dir / 'last.pt'} saved; continue with: {resume_command(self.argv)}"
         )
         # DataLoader workers stop now, not at exit (they ignore SIGTERM: training.shutdown).
-        self.loaders = None
+        self.close_loaders()
         sys.exit(EXIT_STOPPED)
 
 
