@@ -118,14 +118,11 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def read_label(path: Path, *, allow_ignore: bool = False) -> np.ndarray:
-    """Read one mask as uint8 (400, 640) with values 0..3 (and 255 when ``allow_ignore``).
-
-    Integer arrays of any dtype are accepted and cast when their values are in range; float, bool
-    and object arrays are refused because their meaning as class ids is ambiguous.
-    """
+def _load_label(path: Path, *, header_only: bool) -> np.ndarray:
+    """np.load a mask and check what its header says: one array, (400, 640), an integer dtype.
+    With ``header_only`` the file is memory-mapped, so only its header is read."""
     try:
-        label = np.load(path, allow_pickle=False)
+        label = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
     except FileNotFoundError:
         raise InputError("label not found", path) from None
     except (OSError, ValueError, EOFError) as exc:
@@ -136,6 +133,16 @@ def read_label(path: Path, *, allow_ignore: bool = False) -> np.ndarray:
         raise InputError(f"expected shape ({IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {label.shape}", path)
     if not np.issubdtype(label.dtype, np.integer):
         raise InputError(f"expected an integer (uint8) array, got {label.dtype}", path)
+    return label
+
+
+def read_label(path: Path, *, allow_ignore: bool = False) -> np.ndarray:
+    """Read one mask as uint8 (400, 640) with values 0..3 (and 255 when ``allow_ignore``).
+
+    Integer arrays of any dtype are accepted and cast when their values are in range; float, bool
+    and object arrays are refused because their meaning as class ids is ambiguous.
+    """
+    label = _load_label(path, header_only=False)
     valid = (label >= 0) & (label < NUM_CLASSES)
     if allow_ignore:
         valid |= label == IGNORE_INDEX
@@ -178,18 +185,7 @@ def check_image_header(path: Path) -> None:
 
 def check_label_header(path: Path) -> None:
     """Check a mask's .npy header and length (shape (400, 640), integer dtype), not its values."""
-    try:
-        label = np.load(path, mmap_mode="r", allow_pickle=False)  # maps, reads only the header
-    except FileNotFoundError:
-        raise InputError("label not found", path) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"not a readable .npy array ({exc})", path) from None
-    if not isinstance(label, np.ndarray):
-        raise InputError("expected a single .npy array, got an .npz archive", path)
-    if label.shape != (IMAGE_HEIGHT, IMAGE_WIDTH):
-        raise InputError(f"expected shape ({IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {label.shape}", path)
-    if not np.issubdtype(label.dtype, np.integer):
-        raise InputError(f"expected an integer (uint8) array, got {label.dtype}", path)
+    _load_label(path, header_only=True)
 
 
 def read_sample_list(path: Path) -> list[str]:
