@@ -91,11 +91,12 @@ def _encode_png(image: np.ndarray, path: Path) -> bytes:
     return data.tobytes()
 
 
-def _cell(value: object) -> object:
+def _cell(key: str, value: object) -> object:
+    """Empty for an absent value; pixels, degrees and seconds to 3 decimals, confidence to 4."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) < 1 else f"{value:.3f}"
+        return f"{value:.4f}" if key == "confidence" else f"{value:.3f}"
     return value
 
 
@@ -162,7 +163,7 @@ def write_measurements(path: Path, rows: list[dict[str, object]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*CSV_COLUMNS, "blink"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
+    writer.writerows({key: _cell(key, value) for key, value in row.items()} for row in rows)
     write_text_atomic(path, buffer.getvalue())
 
 

@@ -187,7 +187,7 @@ def test_the_synthetic_video_carries_its_geometry(tmp_path: Path) -> None:
     """The test video's own truth: a true mask measured at the video's size matches the ellipse mapped there."""
     geometry = VideoGeometry((320, 200))
     sequence = blinking_sequence(4)
-    label = geometry.frame(sequence.render(0)[1], nearest=True)
+    label = geometry.label(sequence.render(0)[1])
     pupil = measure_eye(label).pupil
     cx, cy, major, _, _ = geometry.ellipse(sequence.ellipses(0)["pupil"])
     assert math.hypot(pupil.cx - cx, pupil.cy - cy) < 0.5 and abs(pupil.major / major - 1) < 0.04

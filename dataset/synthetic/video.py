@@ -48,11 +48,19 @@ class VideoGeometry:
     def scale(self) -> float:
         return self.size[0] / self.crop[2]
 
-    def frame(self, image: np.ndarray, nearest: bool = False) -> np.ndarray:
-        """A render (or its label, with `nearest`) as a video frame."""
+    def frame(self, image: np.ndarray) -> np.ndarray:
+        """A render as a video frame."""
         x0, y0, w, h = self.crop
-        interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-        return cv2.resize(image[y0 : y0 + h, x0 : x0 + w], self.size, interpolation=interpolation)
+        return cv2.resize(image[y0 : y0 + h, x0 : x0 + w], self.size, interpolation=cv2.INTER_AREA)
+
+    def label(self, label: np.ndarray, classes: int = 4) -> np.ndarray:
+        """A render's label at the video's size: each pixel takes the class covering most of its area.
+
+        (Nearest-neighbour resizing would pick one source pixel per output pixel and shift every
+        region by a fraction of a pixel.)
+        """
+        cover = np.stack([self.frame((label == c).astype(np.float32)) for c in range(classes)])
+        return cover.argmax(0).astype(np.uint8)
 
     def ellipse(
         self, ellipse: tuple[float, float, float, float, float]
