@@ -173,14 +173,18 @@ class Segmenter:
     ) -> Iterator[SegmentResult | BadFrame]:
         """Results of a stream of frames, `batch_size` frames per engine call; bad frames pass through."""
         pending: list[Frame] = []
-        for frame in frames:
-            if isinstance(frame, BadFrame):
-                yield frame
-                continue
-            pending.append(frame)
-            if len(pending) == self.batch_size:
-                yield from self._timed(pending, probabilities)
-                pending = []
+        try:
+            for frame in frames:
+                if isinstance(frame, BadFrame):
+                    yield frame
+                    continue
+                pending.append(frame)
+                if len(pending) == self.batch_size:
+                    batch, pending = pending, []
+                    yield from self._timed(batch, probabilities)
+        except KeyboardInterrupt:  # Ctrl-C while reading (a camera): the frames read still count
+            yield from self._timed(pending, probabilities) if pending else ()
+            raise
         if pending:
             yield from self._timed(pending, probabilities)
 

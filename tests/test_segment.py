@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from dataset.synthetic.render import EyeSequence
 from dataset.synthetic.video import VideoGeometry, blinking_sequence, write_eye_video
 from evaluation.measure import CSV_COLUMNS, blinks, measure_eye
 from inference.engine import EnsemblePredictor
-from inference.frames import open_frames, read_any_image
+from inference.frames import FrameSource, open_frames, read_any_image
 from inference.members import load_members
 from inference.segmenter import Placement, Segmenter, place_in_model_frame
 
@@ -296,3 +297,29 @@ def test_the_api_streams_a_video_and_raises_after_a_break(checkpoint: Path, tmp_
     results = list(seg.video(video))
     assert [r.frame for r in results] == list(range(5)) and results[0].mask.shape == (200, 320)
     assert open_frames(video).total == 5
+
+
+def test_ctrl_c_finishes_the_outputs_of_the_frames_read(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = tmp_path / "eye.mp4"
+    write_eye_video(video, frames=8, fps=10, size=(160, 100))
+    frames = FrameSource.frames
+
+    def interrupted(self: FrameSource, max_frames: int | None = None) -> Iterator[object]:
+        for item in frames(self, max_frames):
+            if item.index == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(FrameSource, "frames", interrupted)
+    out = tmp_path / "out"
+    argv = ["--checkpoints", checkpoint, "--input", video, "--out", out, "--overlay", "--batch-size", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        segment.main([str(a) for a in argv])
+    assert exit_info.value.code == 130
+    assert len(read_rows(out / "measurements.csv")) == 3 and len(list((out / "masks").glob("*.png"))) == 3
+    assert int(cv2.VideoCapture(str(out / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert (
+        json.loads((out / "summary.json").read_text())["ended"] == "ctrl-c" and (out / "pupil.png").is_file()
+    )
