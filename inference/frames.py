@@ -122,7 +122,7 @@ class FrameSource:
 
     def _stream(self, max_frames: int | None) -> Iterator[Frame]:
         capture = self._capture
-        start, index = None, 0
+        start, index, previous = None, 0, -1.0
         try:
             while max_frames is None or index < max_frames:
                 try:
@@ -137,6 +137,9 @@ class FrameSource:
                     time_s = now - start
                 else:
                     time_s = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                    if index and self.fps and not time_s > previous:  # a container without timestamps
+                        time_s = index / self.fps
+                    previous = time_s
                 yield Frame(to_gray8(image, self.label), index, time_s, f"{index:06d}", self.label)
                 index += 1
             if (
@@ -181,6 +184,13 @@ def open_frames(path: str | Path, exclude: Path | None = None) -> FrameSource:
             raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder", candidate)
         source = FrameSource("folder", candidate, len(files))
         source.files = sorted(files, key=_natural_key)
+        names: dict[Path, Path] = {}
+        for file in source.files:  # a.png and a.jpg would write the same masks/a.png
+            twin = names.setdefault(file.with_suffix(""), file)
+            if twin != file:
+                raise InputError(
+                    f"{twin.name} and {file.name} would get the same output name; rename one", file.parent
+                )
         return source
     if not candidate.is_file():
         raise InputError(

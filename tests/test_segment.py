@@ -25,6 +25,7 @@ from inference.engine import EnsemblePredictor
 from inference.frames import FrameSource, open_frames, read_any_image
 from inference.members import load_members
 from inference.segmenter import Placement, Segmenter, place_in_model_frame
+from utils.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +324,11 @@ def test_ctrl_c_finishes_the_outputs_of_the_frames_read(
     assert (
         json.loads((out / "summary.json").read_text())["ended"] == "ctrl-c" and (out / "pupil.png").is_file()
     )
+
+
+def test_two_images_that_would_share_an_output_name_are_refused(tmp_path: Path) -> None:
+    image = np.zeros((20, 32), np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    cv2.imwrite(str(tmp_path / "a.jpg"), image)
+    with pytest.raises(InputError, match="a.jpg and a.png would get the same output name"):
+        open_frames(tmp_path)
