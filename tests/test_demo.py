@@ -16,14 +16,29 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path) -> None:
         "-m", "scripts.demo", "--out", out, "--config", ROOT / "configs" / "tiny.yaml",
         "--sequences", 4, "--frames", 60,
     )  # fmt: skip
-    for stage in ("data", "folds", "train fold 0", "train fold 1", "predict test", "validate", "video", "segment video"):
+    for stage in (
+        "data",
+        "folds",
+        "train fold 0",
+        "train fold 1",
+        "predict test",
+        "validate",
+        "video",
+        "segment video",
+    ):
         assert f"==> [{stage}] done in" in proc.stdout, stage
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["n_images"] == 20  # 4 sequences x 5 hidden test frames
     assert f"mIoU {metrics['miou']:.4f}" in proc.stdout
     page = (out / "report" / "index.html").read_text()
     assert f"test mIoU {metrics['miou']:.4f}" in page and "min-area auto" in page
-    for name in ("progress_tiny_fold_0.png", "progress_tiny_fold_1.png", "worst/worst.png", "README.md", "pupil.png"):
+    for name in (
+        "progress_tiny_fold_0.png",
+        "progress_tiny_fold_1.png",
+        "worst/worst.png",
+        "README.md",
+        "pupil.png",
+    ):
         assert (out / "report" / name).stat().st_size > 0, name
     # segment.py on the demo video: a row per frame, the blink found, its speed in the report.
     summary = json.loads((out / "segment" / "summary.json").read_text())

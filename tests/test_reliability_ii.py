@@ -757,7 +757,9 @@ def _synthetic_write(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     return error_line(synthetic_cli.main, [*argv, "--test-per-sequence", "1"], capsys)
 
 
-def _segment_line(source: object, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def _segment_line(
+    source: object, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
     argv = ["--checkpoints", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "segmented")]
     return error_line(segment.main, argv, capsys)
 
@@ -796,7 +798,14 @@ def _segment_camera(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
 
 @case("segment.py: output folder of an earlier run")
 def _segment_again(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
-    argv = ["--checkpoints", str(checkpoint), "--input", str(data / "S_0/1.png"), "--out", str(tmp_path / "segmented")]
+    argv = [
+        "--checkpoints",
+        str(checkpoint),
+        "--input",
+        str(data / "S_0/1.png"),
+        "--out",
+        str(tmp_path / "segmented"),
+    ]
     segment.main(argv)
     return error_line(segment.main, argv, capsys)
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import error_line, tiny_checkpoint
+from conftest import ROOT, error_line, tiny_checkpoint
 
 import segment
 from config.ensemble import spec_from_checkpoints
@@ -332,3 +332,20 @@ def test_two_images_that_would_share_an_output_name_are_refused(tmp_path: Path) 
     cv2.imwrite(str(tmp_path / "a.jpg"), image)
     with pytest.raises(InputError, match="a.jpg and a.png would get the same output name"):
         open_frames(tmp_path)
+
+
+def test_the_readme_api_lines_run(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = (ROOT / "README.md").read_text().split("## Segment your own images and videos", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) == 6  # an import and the five lines
+    video = tmp_path / "eye.mp4"
+    write_eye_video(video, frames=3, fps=10, size=(320, 200))
+    code = code.replace(
+        '"runs/cpu_fast/fold_0/best.pt", "runs/cpu_fast/fold_1/best.pt"', repr(str(checkpoint))
+    )
+    code = code.replace('"eye.mp4"', repr(str(video)))
+    exec(code, {"image": blinking_sequence(1).render(0)[0]})  # noqa: S102 - the README's own lines
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[1].startswith("0.0 ")
