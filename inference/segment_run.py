@@ -17,6 +17,7 @@ run's outputs is refused unless `overwrite`, which deletes them first.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -101,7 +102,12 @@ def _cell(key: str, value: object) -> object:
 
 
 class _Writers:
-    """The per-frame outputs of one run: masks, overlays (PNGs or one video)."""
+    """The per-frame outputs of one run: masks, overlays (PNGs or one video).
+
+    The overlay video is written to a temporary file entered on `stack`: it is renamed into place
+    when the run's `with` block ends, Ctrl-C and a broken input included, and deleted if the run
+    fails with an exception.
+    """
 
     def __init__(
         self,
@@ -109,10 +115,16 @@ class _Writers:
         source: FrameSource,
         masks: str,
         overlay: Callable[[SegmentResult], np.ndarray] | None,
+        stack: contextlib.ExitStack,
     ) -> None:
-        self.out_dir, self.source, self.masks, self.overlay = out_dir, source, masks, overlay
+        self.out_dir, self.source, self.masks, self.overlay, self.stack = (
+            out_dir,
+            source,
+            masks,
+            overlay,
+            stack,
+        )
         self.video: cv2.VideoWriter | None = None
-        self._video_tmp = None
 
     def add(self, result: SegmentResult) -> None:
         if self.masks != "none":
@@ -130,22 +142,14 @@ class _Writers:
             write_bytes_atomic(path, _encode_png(picture, path), "overlay")
             return
         if self.video is None:
-            self._video_tmp = atomic_path(self.out_dir / "overlay.mp4", keep_suffix=True)
-            tmp = self._video_tmp.__enter__()
+            tmp = self.stack.enter_context(atomic_path(self.out_dir / "overlay.mp4", keep_suffix=True))
             fps = self.source.fps or DEFAULT_CAMERA_FPS
             height, width = picture.shape[:2]
             self.video = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            self.stack.callback(self.video.release)  # runs before the rename (last in, first out)
             if not self.video.isOpened():
                 raise InputError("cannot write the overlay video", self.out_dir / "overlay.mp4")
         self.video.write(picture)
-
-    def close(self, failed: bool) -> None:
-        """Finish the overlay video (renamed into place), or drop it if the run failed unexpectedly."""
-        if self.video is None:
-            return
-        self.video.release()
-        error = RuntimeError("run failed") if failed else None
-        self._video_tmp.__exit__(type(error) if error else None, error, None)
 
 
 def _rows_with_blinks(rows: list[dict[str, object]]) -> list[tuple[int, int]]:
@@ -180,7 +184,6 @@ def run_segmentation(
     if masks not in MASK_FORMATS:
         raise InputError(f"--masks must be one of {', '.join(MASK_FORMATS)}, got {masks!r}")
     summary = RunSummary(input=source.label, kind=source.kind)
-    writers = _Writers(out_dir, source, masks, overlay)
     total = source.total if max_frames is None else min(source.total or max_frames, max_frames)
     bar = tqdm(
         total=total,
@@ -191,31 +194,24 @@ def run_segmentation(
     )
     segmenter.engine_seconds = 0.0
     start = time.perf_counter()
-    failed = True
     try:
-        for item in segmenter.stream(source.frames(max_frames)):
-            if isinstance(item, BadFrame):
-                summary.bad_images.append(item.error)
-            else:
-                writers.add(item)
-                summary.rows.append(
-                    {
-                        "frame": item.frame,
-                        "time_s": item.time_s,
-                        "source": item.source,
-                        **item.measurements.row(),
-                    }
-                )
-            bar.update(1)
-        failed = False
-    except KeyboardInterrupt:
-        summary.ended, failed = "ctrl-c", False
+        with contextlib.ExitStack() as stack:
+            writers = _Writers(out_dir, source, masks, overlay, stack)
+            try:
+                for item in segmenter.stream(source.frames(max_frames)):
+                    if isinstance(item, BadFrame):
+                        summary.bad_images.append(item.error)
+                    else:
+                        writers.add(item)
+                        row = {"frame": item.frame, "time_s": item.time_s, "source": item.source}
+                        summary.rows.append(row | item.measurements.row())
+                    bar.update(1)
+            except KeyboardInterrupt:
+                summary.ended = "ctrl-c"
     finally:
         bar.close()
-        writers.close(failed)
-        summary.seconds = time.perf_counter() - start
-        if not failed:
-            _finish(summary, segmenter, source, out_dir, max_frames)
+    summary.seconds = time.perf_counter() - start
+    _finish(summary, segmenter, source, out_dir, max_frames)
     return summary
 
 
