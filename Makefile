@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data/synthetic
 JOBS ?= 2
 
-.PHONY: setup test test-fast demo bench lint format contact-sheet clean
+.PHONY: setup test test-fast demo bench bench-segment lint format contact-sheet clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m bench.run_all --quick
+
+# segment.py's frames/s and measurement accuracy on the demo's checkpoints (run make demo first).
+bench-segment: $(STAMP)
+	$(PY) -m bench.segment
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m bench.segment
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
+from config.ensemble import DEFAULT_TTA
 from dataset.openeds import in_data_dir, read_sample_list
 from inference.engine import TTA_MODES
-from inference.hardware import channels_last_choice
-from inference.members import load_members, read_ensemble_file
+from inference.members import ensemble_members, runtime_line
 from inference.predict import (
     PredictJob,
     auto_min_area,
@@ -117,12 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"--min-area must be a whole number of pixels or 'auto', got {args.min_area!r}")
     shard = parse_shard(args.shard)
     keys = read_sample_list(in_data_dir(args.label_file, args.data_dir))
-    if args.checkpoints:
-        spec, source = spec_from_checkpoints(args.checkpoints), "--checkpoints"
-    else:
-        source = args.ensemble or DEFAULT_ENSEMBLE
-        spec = read_ensemble_file(source)
-    members = load_members(spec, source)
+    spec, members = ensemble_members(args.checkpoints, args.ensemble, DEFAULT_ENSEMBLE)
     device = select_device(args.gpu, doing="predicting")
     if args.min_area == "auto":
         min_area = auto_min_area(args.data_dir, members)
@@ -131,11 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(min_area):
         print(f"min area per class (pixels): {list(min_area)}")
     amp_dtype, why = precision_choice(args.precision, device)
-    layout = channels_last_choice(members[0].config.channels_last, device)
-    print(
-        f"precision: {'fp32' if amp_dtype is None else str(amp_dtype).replace('torch.', '')} ({why}); "
-        f"channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
-    )
+    print(runtime_line(members, device, amp_dtype, why))
     job = PredictJob(
         data_dir=args.data_dir,
         keys=keys,

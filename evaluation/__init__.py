@@ -1,1 +1,1 @@
-"""Evaluation: the metric (one confusion matrix), scoring of prediction folders, ground truth."""
+"""Evaluation: the metric (one confusion matrix), scoring of prediction folders, ground truth, pupil/iris measurements."""

@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 
-from config.ensemble import EnsembleSpec, read_ensemble_spec
+from config.ensemble import EnsembleSpec, read_ensemble_spec, spec_from_checkpoints
 from config.schema import Config, load_config
-from inference.engine import TTA_MODES
+from inference.engine import TTA_MODES, EnsemblePredictor
+from inference.hardware import channels_last_choice
 from models.checkpoint import model_from_checkpoint
 from models.zoo import SegmentationModel
 from utils.errors import InputError
 
-__all__ = ["Member", "read_ensemble_file", "load_members"]
+__all__ = ["Member", "read_ensemble_file", "load_members", "ensemble_members", "build_predictor", "runtime_line"]
 
 @dataclass
 class Member:
@@ -97,3 +98,50 @@ def load_members(spec: EnsembleSpec, source: object = "--checkpoints") -> list[M
             odd.checkpoint,
         )
     return members
+
+
+def ensemble_members(
+    checkpoints: list[str] | None, ensemble: Path | str | None, default: Path | str | None = None
+) -> tuple[EnsembleSpec, list[Member]]:
+    """The spec and loaded members of `--checkpoints A.pt ...` or `--ensemble FILE` (else `default`).
+
+    The one path from a command line's model arguments to members, for predict_ensemble.py and
+    segment.py alike.
+    """
+    if checkpoints:
+        spec, source = spec_from_checkpoints(checkpoints), "--checkpoints"
+    else:
+        source = ensemble or default
+        if source is None:
+            raise InputError("give --checkpoints or --ensemble")
+        spec = read_ensemble_file(source)
+    return spec, load_members(spec, source)
+
+
+def build_predictor(
+    members: list[Member],
+    tta: str,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    min_area: tuple[int, ...] | None = None,
+) -> EnsemblePredictor:
+    """The engine over loaded members, with each member's memory layout chosen for `device`."""
+    for member in members:
+        if channels_last_choice(member.config.channels_last, device).value:
+            member.model.to_channels_last()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the batches of a run have one shape
+    return EnsemblePredictor(
+        [(member.model, member.weight) for member in members],
+        tta=tta,
+        device=device,
+        amp_dtype=amp_dtype,
+        min_area=min_area,
+    )
+
+
+def runtime_line(members: list[Member], device: torch.device, amp_dtype: torch.dtype | None, why: str) -> str:
+    """What a prediction runs with, in one line: precision (and why), memory layout (and why)."""
+    layout = channels_last_choice(members[0].config.channels_last, device)
+    precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
+    return f"precision: {precision} ({why}); channels_last: {'on' if layout.value else 'off'} ({layout.reason})"

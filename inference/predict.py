@@ -38,9 +38,7 @@ from dataset.openeds import (
     read_label,
     write_sample_list,
 )
-from inference.engine import EnsemblePredictor
-from inference.hardware import channels_last_choice
-from inference.members import Member
+from inference.members import Member, build_predictor
 from inference.pseudo import (
     JOURNAL_GLOB,
     FrameRecord,
@@ -357,18 +355,7 @@ def _predict_pending(
     needs_prediction: Callable[[str], bool],
     needs_pseudo: Callable[[str], bool],
 ) -> None:
-    for member in members:
-        if channels_last_choice(member.config.channels_last, job.device).value:
-            member.model.to_channels_last()
-    if job.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every batch has the same shape
-    predictor = EnsemblePredictor(
-        [(member.model, member.weight) for member in members],
-        tta=job.tta,
-        device=job.device,
-        amp_dtype=job.amp_dtype,
-        min_area=job.min_area,
-    )
+    predictor = build_predictor(members, job.tta, job.device, job.amp_dtype, job.min_area)
     dataset = _FramesOrError(UnlabeledDataset(job.data_dir, pending))
     loader = DataLoader(
         dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=job.device.type == "cuda"

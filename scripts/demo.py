@@ -3,7 +3,8 @@
 Every stage runs the real command a user would type (printed before it runs), so the demo
 doubles as a walk-through. Stages: synthetic dataset -> folds -> train 2 folds of cpu_fast
 -> [pseudo-label round] -> ensemble + hflip TTA on the held-out test frames ->
-submission.json -> validate against the test ground truth -> report folder.
+submission.json -> validate against the test ground truth -> a synthetic eye video (320 x 200,
+with a blink) -> segment.py on it -> report folder.
 """
 
 from __future__ import annotations
@@ -130,12 +131,19 @@ def main(argv: list[str] | None = None) -> None:
     report.mkdir(parents=True)
     stage("validate", "validate.py", "--data-dir", data, "--pred-dir", preds, "--gt-pkl",
           data / "test_sampleName_GT.pkl", "--json", report / "metrics.json", "--overlays", report / "worst", "--worst", 12)
+    # segment.py on a video of another resolution than the training frames, with a blink.
+    video, segmented = out / "eye.mp4", out / "segment"
+    stage("video", "-m", "dataset.synthetic.video", "--out", video, "--frames", 40, "--fps", 10, "--size", "320x200")
+    stage("segment video", "segment.py", "--checkpoints", *checkpoints, "--input", video, "--out", segmented,
+          "--overlay", "--overwrite")
+    segment = json.loads((segmented / "summary.json").read_text())
+    shutil.copyfile(segmented / "pupil.png", report / "pupil.png")
 
     total = time.perf_counter() - start
     metrics = json.loads((report / "metrics.json").read_text())
     run_dirs = [checkpoints[i].parent for i in range(len(checkpoints))]
     method = "hflip TTA and --min-area auto (a class covering under half its smallest training-label area is dropped)"
-    page = write_report(report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json", method)
+    page = write_report(report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json", method, segment)
     width = max(len(n) for n, _ in STAGE_TIMES)
     print("\n" + "=" * 60)
     print("OpenEDS-Seg demo summary")
@@ -144,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'total':<{width}}  {total:7.1f} s")
     print(f"  test frames: {metrics['n_images']}   mIoU {metrics['miou']:.4f}   "
           f"dataset mIoU {metrics['miou_dataset']:.4f}   2019 mIoU {metrics['miou_2019']:.4f}")
+    print(f"  segment.py: {segment['frames']} frames of {video} at {segment['frames_per_s']:.1f} frames/s, "
+          f"{len(segment['blinks'])} blink(s): {segmented}")
     print(f"  submission: {preds / 'submission.json'}")
     print(f"  report:     {page}")
     print("=" * 60)

@@ -17,13 +17,13 @@ LAYERS: dict[str, int] = {
     "losses": 1,
     "models": 2,
     "inference": 3,
-    "evaluation": 3,
+    "evaluation": 2,
     "training": 4,
     "viz": 4,
     "scripts": 5,
     "bench": 5,
 }
-ENTRY_SCRIPTS = {"train", "predict_ensemble", "validate"}
+ENTRY_SCRIPTS = {"train", "predict_ensemble", "validate", "segment"}
 
 
 def module_name(path: Path) -> str:

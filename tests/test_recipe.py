@@ -298,6 +298,7 @@ PACKAGES = ("config", "dataset", "losses", "models", "inference", "evaluation", 
 RUNNABLE = [
     "dataset/create_kfolds.py",
     "dataset/synthetic",
+    "dataset/synthetic/video.py",
     "viz/contact_sheet.py",
     "utils/submission.py",
     "scripts/demo.py",
@@ -307,6 +308,7 @@ RUNNABLE = [
     "bench/memory.py",
     "bench/recipe_search.py",
     "bench/step.py",
+    "bench/segment.py",
 ]
 
 

@@ -28,12 +28,14 @@ import torch
 from conftest import ROOT, error_line, run_script, write_tiny_dataset
 
 import predict_ensemble
+import segment
 import train
 import validate
 from dataset import create_kfolds
 from dataset.openeds import image_relpath, label_relpath, read_sample_list
 from dataset.synthetic import cli as synthetic_cli
 from dataset.synthetic import layout as synthetic
+from dataset.synthetic.video import write_eye_video
 from scripts import demo
 from training.state import restore_rng_state, rng_state
 from utils import distributed, submission
@@ -753,6 +755,59 @@ def _synthetic_write(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     monkeypatch.setattr(synthetic.cv2, "imwrite", lambda *args, **kwargs: False)
     argv = ["--out", str(tmp_path / "synthetic"), "--sequences", "1", "--frames", "12", "--label-every", "4"]
     return error_line(synthetic_cli.main, [*argv, "--test-per-sequence", "1"], capsys)
+
+
+def _segment_line(
+    source: object, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
+    argv = ["--checkpoints", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "segmented")]
+    return error_line(segment.main, argv, capsys)
+
+
+@case("segment.py: unreadable image")
+def _segment_image(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    (data / "S_0/1.png").write_bytes(b"\x89PNG not really")
+    return _segment_line(data / "S_0/1.png", checkpoint, tmp_path, capsys)
+
+
+@case("segment.py: unreadable images in a folder")
+def _segment_folder(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    (data / "S_0/1.png").write_bytes(b"")
+    return _segment_line(data / "S_0", checkpoint, tmp_path, capsys)
+
+
+@case("segment.py: video that cannot be opened")
+def _segment_unopenable(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    (tmp_path / "eye.mp4").write_bytes(b"not a video")
+    return _segment_line(tmp_path / "eye.mp4", checkpoint, tmp_path, capsys)
+
+
+@case("segment.py: video that breaks mid-stream")
+def _segment_broken(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    video = tmp_path / "eye.avi"
+    write_eye_video(video, frames=10, fps=10, size=(160, 100))
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    return _segment_line(video, checkpoint, tmp_path, capsys)
+
+
+@case("segment.py: camera that cannot be opened")
+def _segment_camera(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    monkeypatch.chdir(tmp_path)  # so that "9" is not a file
+    return _segment_line(9, checkpoint, tmp_path, capsys)
+
+
+@case("segment.py: output folder of an earlier run")
+def _segment_again(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    argv = [
+        "--checkpoints",
+        str(checkpoint),
+        "--input",
+        str(data / "S_0/1.png"),
+        "--out",
+        str(tmp_path / "segmented"),
+    ]
+    segment.main(argv)
+    return error_line(segment.main, argv, capsys)
 
 
 # Rows whose case needs a real subprocess: the named test checks the line against the table.

@@ -18,22 +18,23 @@ from utils.errors import InputError
 
 __all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "remove_stale_temp_files"]
 
-_TEMP_NAME = re.compile(r"\..+\.(\d+)\.tmp")  # atomic_path's `.<name>.<pid>.tmp`
+_TEMP_NAME = re.compile(r"\..+\.(\d+)\.tmp(\.\w+)?")  # atomic_path's `.<name>.<pid>.tmp[.<suffix>]`
 # A temp file this recent may belong to a process on another machine sharing the folder (shards
 # of one prediction run): its pid means nothing here, so only older ones count as left over.
 STALE_AFTER_S = 60.0
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path | str, *, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path | str, *, fsync: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it over `path`, else delete it.
 
     fsync: flush the file to disk before the rename (checkpoints: survive a power cut, not
     only a killed process). The temp file is `.<name>.<pid>.tmp`: hidden, one per process, and
-    easy to find after a crash; writers that infer a format from the suffix must name it.
+    easy to find after a crash; writers that infer a format from the suffix must name it, or
+    pass keep_suffix for `.<name>.<pid>.tmp<suffix>` (cv2.VideoWriter picks its container so).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix if keep_suffix else ''}")
     try:
         yield tmp
         if fsync:

@@ -1,1 +1,1 @@
-"""Pictures: overlays, the contact sheet, the demo report page."""
+"""Pictures: overlays, segment.py's overlay and pupil.png, the contact sheet, the demo report page."""

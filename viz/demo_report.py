@@ -27,10 +27,12 @@ def write_report(
     total_s: float,
     submission: Path,
     method: str = "hflip TTA",
+    segment: dict[str, Any] | None = None,
 ) -> Path:
     """Write report/index.html and report/README.md side by side; returns the HTML path.
 
-    `method` says how the ensemble predicted (TTA, post-processing), in a few words.
+    `method` says how the ensemble predicted (TTA, post-processing), in a few words. `segment`:
+    segment.py's summary.json of the demo video, whose pupil.png is in the report folder.
     """
     curves = []
     for run_dir in run_dirs:
@@ -70,6 +72,14 @@ def write_report(
         "![worst frames](worst/worst.png)",
         "",
     ]
+    segment_text = ""
+    if segment is not None:
+        segment_text = (
+            f"segment.py on {segment['input']} ({segment['frames']} frames, a synthetic eye video at another "
+            f"resolution than the training frames): {segment['frames_per_s']:.1f} frames/s "
+            f"({segment['engine_frames_per_s']:.1f} in the engine), {len(segment['blinks'])} blink(s) found."
+        )
+        md += ["## segment.py on a video", "", segment_text, "", "![pupil over time](pupil.png)", ""]
     (report / "README.md").write_text("\n".join(md))
 
     def table(pairs: list[tuple[str, str]]) -> str:
@@ -93,6 +103,7 @@ Submission: <code>{html.escape(str(submission))}</code>.</p>
 {"".join(f"<h3>{html.escape(c)}</h3><img src='{n}'>" for c, n in curves)}
 <h2>The worst test frames</h2><p>Truth: solid contours; prediction: dashed; wrong pixels tinted.</p>
 <img src="worst/worst.png">
+{f"<h2>segment.py on a video</h2><p>{html.escape(segment_text)}</p><img src='pupil.png'>" if segment else ""}
 </body></html>"""
     path = report / "index.html"
     path.write_text(page)

@@ -356,6 +356,30 @@ class EyeSequence:
         box_label[iris_px] = 2
         box_label[iris_px & (dist_pupil < 0)] = 3
 
+    def ellipses(self, n: int) -> dict[str, tuple[float, float, float, float, float]]:
+        """The exact pupil and iris ellipses of frame `n`, whatever the lids cover of them.
+
+        {"pupil": ..., "iris": ...}, each (cx, cy, major, minor, angle): centre in pixel-index
+        coordinates, full axis lengths, and the major axis's angle in degrees 0..180 from +x towards
+        +y, the conventions of evaluation/measure.py. The iris is {d: |M d| < 1} for M the map
+        to unit-iris coordinates; the pupil, {d: |D (M d - o)| < 1} around the pupil offset o.
+        """
+        state = self.states[n]
+        centre, to_unit = self._iris_geometry(state)
+        offset = self.pupil_offset
+        radius = min(state.pupil, 0.85 - float(np.hypot(*offset)))  # as _draw_iris draws it
+        shapes = {
+            "pupil": (centre + np.linalg.solve(to_unit, offset), np.diag([1 / radius, 1 / (radius * self.pupil_aspect)]) @ to_unit),
+            "iris": (centre, to_unit),
+        }
+        out = {}
+        for name, (middle, a) in shapes.items():
+            eigenvalues, vectors = np.linalg.eigh(a.T @ a)  # ascending: the major axis first
+            major, minor = 2 / np.sqrt(eigenvalues)
+            angle = math.degrees(math.atan2(vectors[1, 0], vectors[0, 0])) % 180.0
+            out[name] = (float(middle[0]), float(middle[1]), float(major), float(minor), angle)
+        return out
+
     def _glints(self, state: _FrameState, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """LED glints (and now and then a short corneal streak) as an additive layer.
 

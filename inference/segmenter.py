@@ -1,0 +1,217 @@
+"""Segment your own eye images: one object built from checkpoints, called on images or a video.
+
+    seg = Segmenter.from_checkpoints(["runs/cpu_fast/fold_0/best.pt"], tta="hflip")
+    result = seg(image)                      # a numpy image of any size, gray or colour, 8/16-bit
+    result.mask, result.measurements.pupil   # class map at the image's size; fitted ellipses
+    for result in seg.video("eye.mp4"):      # also a folder, an image file or a camera index
+        print(result.time_s, result.measurements.pupil)
+
+Models come only through inference/members.py (load_members) and run only through the one
+engine (inference/engine.EnsemblePredictor via members.build_predictor), so whatever the engine
+runs (models of any architecture and input scale, any TTA) this runs too.
+
+Geometry: the models learned 640 x 400 frames. A frame of another size is resized to fit inside
+640 x 400 keeping its aspect ratio and centred on a black canvas (black as the model's own
+padding and the IR headset's dark vignette); a frame of the same 1.6 aspect is a plain resize.
+Logits come back at 640 x 400, the canvas's padding is cut off, and they are resized
+(bilinear) to the input's size before the softmax and argmax, so class maps, probabilities and
+measurements are in the input's pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from config.ensemble import DEFAULT_TTA
+from dataset.openeds import IMAGE_HEIGHT, IMAGE_WIDTH
+from evaluation.measure import EyeMeasurements, measure_eye
+from inference.engine import EnsemblePredictor
+from inference.frames import BadFrame, Frame, FrameSource, open_frames, to_gray8
+from inference.members import Member, build_predictor, ensemble_members, runtime_line
+from inference.runtime import precision_choice, select_device
+from utils.errors import InputError
+
+__all__ = ["Placement", "SegmentResult", "Segmenter", "place_in_model_frame"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a frame sits in the model's 640 x 400 canvas: its resized box (x, y, width, height)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def place_in_model_frame(image: np.ndarray) -> tuple[np.ndarray, Placement]:
+    """Gray uint8 (H, W) -> (the model's 400 x 640 canvas, where the frame sits in it); see the module docstring."""
+    height, width = image.shape
+    scale = min(IMAGE_WIDTH / width, IMAGE_HEIGHT / height)
+    w, h = min(IMAGE_WIDTH, round(width * scale)), min(IMAGE_HEIGHT, round(height * scale))
+    if (w, h) != (width, height):
+        shrink = w < width or h < height
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if (w, h) == (IMAGE_WIDTH, IMAGE_HEIGHT):
+        return image, Placement(0, 0, w, h)
+    x, y = (IMAGE_WIDTH - w) // 2, (IMAGE_HEIGHT - h) // 2
+    canvas = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8)
+    canvas[y : y + h, x : x + w] = image
+    return canvas, Placement(x, y, w, h)
+
+
+@dataclass
+class SegmentResult:
+    """One segmented frame, at the input's size."""
+
+    mask: np.ndarray  # (H, W) uint8 class map: 0 background, 1 sclera, 2 iris, 3 pupil
+    confidence: np.ndarray  # (H, W) float32 ensemble probability of each pixel's class
+    measurements: EyeMeasurements
+    image: np.ndarray  # (H, W) uint8 gray input frame
+    probabilities: np.ndarray | None = None  # (C, H, W) float32, when asked for
+    frame: int = 0
+    time_s: float | None = None
+    name: str = ""
+    source: str = ""
+
+
+class Segmenter:
+    """The ensemble + TTA engine applied to frames of any size (module docstring).
+
+    Args:
+        predictor: the engine.
+        batch_size: frames per engine call when streaming a folder or video.
+        members: the loaded members (for descriptions only).
+    """
+
+    def __init__(
+        self, predictor: EnsemblePredictor, batch_size: int = 1, members: list[Member] | None = None
+    ) -> None:
+        if batch_size < 1:
+            raise InputError(f"the batch size must be >= 1, got {batch_size}")
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.members = members or []
+        self.runtime = ""  # one line: precision and memory layout, and why
+        self.engine_seconds = 0.0  # time spent in the engine and the resizing back, for frames/s
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        checkpoints: Sequence[str | Path] | None = None,
+        ensemble: str | Path | None = None,
+        tta: str | None = None,
+        gpu: str | None = None,
+        precision: str = "auto",
+        batch_size: int | None = None,
+    ) -> Segmenter:
+        """Load the members of `checkpoints` (or of an `ensemble` file) and build the engine.
+
+        tta: none, hflip or hflip+scales (default: the ensemble file's, else hflip). gpu: as
+        `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 4 on a CPU.
+        """
+        spec, members = ensemble_members([str(c) for c in checkpoints] if checkpoints else None, ensemble)
+        device = select_device(gpu, doing="segmenting")
+        amp_dtype, why = precision_choice(precision, device)
+        predictor = build_predictor(members, tta or spec.tta or DEFAULT_TTA, device, amp_dtype)
+        segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 4), members)
+        segmenter.runtime = runtime_line(members, device, amp_dtype, why)
+        return segmenter
+
+    @classmethod
+    def from_ensemble(cls, path: str | Path, **kwargs: object) -> Segmenter:
+        """from_checkpoints with an ensemble file (members, weights, TTA)."""
+        return cls.from_checkpoints(ensemble=path, **kwargs)
+
+    # --- frames in, results out -------------------------------------------------------------------
+
+    def __call__(self, image: np.ndarray, probabilities: bool = False) -> SegmentResult:
+        """Segment one image (numpy, gray or BGR, 8- or 16-bit, any size)."""
+        frame = Frame(to_gray8(np.asarray(image), "image"), 0, None, "", "")
+        return self.segment([frame], probabilities)[0]
+
+    def segment(self, frames: Sequence[Frame], probabilities: bool = False) -> list[SegmentResult]:
+        """One engine call for `frames` (each of any size); results in the same order."""
+        placed = [place_in_model_frame(frame.image) for frame in frames]
+        batch = torch.from_numpy(np.stack([canvas for canvas, _ in placed]))[:, None]
+        logits = self.predictor.logits(batch)
+        results = []
+        for frame, (_, box), frame_logits in zip(frames, placed, logits, strict=True):
+            crop = frame_logits[None, :, box.y : box.y + box.height, box.x : box.x + box.width]
+            height, width = frame.image.shape
+            if (box.height, box.width) != (height, width):
+                crop = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+            probs = crop[0].softmax(dim=0)
+            confidence, labels = probs.max(dim=0)
+            mask = labels.to(torch.uint8).cpu().numpy()
+            confidence = confidence.cpu().numpy()
+            results.append(
+                SegmentResult(
+                    mask=mask,
+                    confidence=confidence,
+                    measurements=measure_eye(mask, confidence),
+                    image=frame.image,
+                    probabilities=probs.cpu().numpy() if probabilities else None,
+                    frame=frame.index,
+                    time_s=frame.time_s,
+                    name=frame.name,
+                    source=frame.source,
+                )
+            )
+        return results
+
+    def stream(
+        self, frames: Iterable[Frame | BadFrame], probabilities: bool = False
+    ) -> Iterator[SegmentResult | BadFrame]:
+        """Results of a stream of frames, `batch_size` frames per engine call; bad frames pass through."""
+        pending: list[Frame] = []
+        try:
+            for frame in frames:
+                if isinstance(frame, BadFrame):
+                    yield frame
+                    continue
+                pending.append(frame)
+                if len(pending) == self.batch_size:
+                    batch, pending = pending, []
+                    yield from self._timed(batch, probabilities)
+        except KeyboardInterrupt:  # Ctrl-C while reading (a camera): the frames read still count
+            yield from self._timed(pending, probabilities) if pending else ()
+            raise
+        if pending:
+            yield from self._timed(pending, probabilities)
+
+    def _timed(self, frames: list[Frame], probabilities: bool) -> list[SegmentResult]:
+        began = time.perf_counter()
+        results = self.segment(frames, probabilities)
+        self.engine_seconds += time.perf_counter() - began
+        return results
+
+    def source(self, path: str | Path | int, exclude: Path | None = None) -> FrameSource:
+        """open_frames: what `path` is (image, folder, video, camera index)."""
+        return open_frames(str(path), exclude)
+
+    def video(
+        self, path: str | Path | int, max_frames: int | None = None, probabilities: bool = False
+    ) -> Iterator[SegmentResult]:
+        """Results of every frame of a video file, a camera index, a folder or an image, in order.
+
+        An unreadable image of a folder, or a video that breaks mid-stream, raises InputError
+        once the frames before it have been yielded.
+        """
+        source = self.source(path)
+        for item in self.stream(source.frames(max_frames), probabilities):
+            if isinstance(item, BadFrame):
+                raise InputError(item.error)
+            yield item
+        if source.broken:
+            raise InputError(source.broken, source.label)
+
+    folder = video

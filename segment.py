@@ -1,0 +1,95 @@
+"""Segment your own eye images, folders and videos: masks, overlays, pupil and iris measurements.
+
+    python segment.py --checkpoints runs/cpu_fast/fold_0/best.pt runs/cpu_fast/fold_1/best.pt \\
+        --input eye.mp4 --out seg --overlay
+    python segment.py --ensemble configs/ensemble.yaml --input frames/ --out seg --masks npy
+    python segment.py --checkpoints best.pt --input 0 --out live --max-frames 600   # camera 0
+
+--input: an image (png, jpg, bmp, tiff; 8- or 16-bit; gray or colour), a folder of them
+(recursive, natural order), a video OpenCV reads, or a camera index (Ctrl-C or --max-frames ends
+it). Frames of any size are fitted into the models' 640 x 400 (a plain resize at the same 1.6
+aspect, else centred on black padding) and the class maps brought back to the input's size.
+
+--out gets masks/ (values 0..3), measurements.csv (one row per frame: pupil and iris ellipses,
+areas, open, confidence, blink), summary.json; with --overlay overlays/ (images) or overlay.mp4
+(a video); for a video or camera pupil.png (pupil diameter and centre over time, blinks shaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from inference.engine import TTA_MODES
+from inference.frames import open_frames
+from inference.runtime import PRECISIONS
+from inference.segment_run import MASK_FORMATS, prepare_output_dir, run_segmentation
+from inference.segmenter import Segmenter
+from utils.errors import InputError, cli_entry
+from viz.segmentation import draw_segmentation, plot_pupil
+
+EXIT_CTRL_C = 130
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--checkpoints", nargs="+", help="checkpoints, weight 1 each (configs embedded)")
+    models.add_argument(
+        "--ensemble", type=Path, help="ensemble YAML: members (checkpoint globs, weights), tta"
+    )
+    parser.add_argument(
+        "--input", required=True, help="image, folder of images, video file, or camera index (0)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--tta", choices=sorted(TTA_MODES), help="overrides the ensemble file's (default hflip)"
+    )
+    parser.add_argument("--masks", choices=MASK_FORMATS, default="png", help="mask files (default png)")
+    parser.add_argument("--overlay", action="store_true", help="also write overlays (PNGs, or overlay.mp4)")
+    parser.add_argument("--gpu", help="CUDA device (0), or cpu (default: cuda:0 if present)")
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
+    parser.add_argument(
+        "--batch-size", type=int, help="frames per engine call (default 8 on CUDA, 4 on a CPU)"
+    )
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
+    )
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if (args.batch_size is not None and args.batch_size < 1) or (
+        args.max_frames is not None and args.max_frames < 1
+    ):
+        raise InputError("--batch-size and --max-frames must be >= 1")
+    source = open_frames(args.input, exclude=args.out)
+    segmenter = Segmenter.from_checkpoints(
+        args.checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size
+    )
+    prepare_output_dir(args.out, args.overwrite)
+    print(f"{source.kind} {source.label}: {len(segmenter.members)} models; {segmenter.runtime}")
+    overlay = draw_segmentation if args.overlay else None
+    summary = run_segmentation(segmenter, source, args.out, args.masks, overlay, args.max_frames)
+    if source.is_stream and summary.rows:
+        plot_pupil(summary.rows, args.out / "pupil.png", title=source.label)
+    print(
+        f"segmented {summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s "
+        f"({summary.engine_frames_per_s:.1f} frames/s in the engine); {len(summary.blinks)} blinks -> {args.out}"
+    )
+    if summary.error:
+        raise InputError(summary.error)
+    if summary.ended == "ctrl-c":
+        print(f"stopped by Ctrl-C after {summary.frames} frames; their outputs are written")
+        if source.kind != "camera":
+            sys.exit(EXIT_CTRL_C)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""segment.py and its parts: measurements against the renderer's exact geometry, the geometry of
+frames of any size, the Segmenter API against the engine, and end to end on videos and folders
+(bad images, broken and unreadable videos) with a tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, error_line, tiny_checkpoint
+
+import segment
+from config.ensemble import spec_from_checkpoints
+from dataset.synthetic.render import EyeSequence
+from dataset.synthetic.video import VideoGeometry, blinking_sequence, write_eye_video
+from evaluation.measure import CSV_COLUMNS, blinks, measure_eye
+from inference.engine import EnsemblePredictor
+from inference.frames import FrameSource, open_frames, read_any_image
+from inference.members import load_members
+from inference.segmenter import Placement, Segmenter, place_in_model_frame
+from utils.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("segment") / "tiny.pt", [], seed=0, trained_on=[])
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+
+def _visible_share(measured_area: int, ellipse: tuple[float, ...]) -> float:
+    return measured_area / (math.pi * ellipse[2] * ellipse[3] / 4)
+
+
+def test_measurements_of_true_masks_match_the_rendered_ellipses() -> None:
+    """Centres within a fraction of a pixel and diameters within 1% of the renderer's geometry,
+    for whole pupils and irises and for ones the lids half cover."""
+    errors: dict[str, list[tuple[float, float, float, float]]] = {"whole": [], "covered": []}
+    for index in range(3):
+        sequence = EyeSequence(seed=0, index=index, frames=20)
+        for n in range(20):
+            label = sequence.render(n, glints=False, lashes=False)[1]
+            measured = measure_eye(label)
+            truth = sequence.ellipses(n)
+            for fit, area, true in (
+                (measured.pupil, measured.pupil_area, truth["pupil"]),
+                (measured.iris, measured.pupil_area + measured.iris_area, truth["iris"]),
+            ):
+                share = _visible_share(area, true)
+                if fit is None or share < 0.5:
+                    continue
+                angle = abs((fit.angle - true[4] + 90) % 180 - 90) if true[2] > 1.1 * true[3] else 0.0
+                errors["whole" if share > 0.98 else "covered"].append(
+                    (
+                        math.hypot(fit.cx - true[0], fit.cy - true[1]),
+                        fit.major / true[2] - 1,
+                        fit.minor / true[3] - 1,
+                        angle,
+                    )
+                )
+    whole, covered = np.array(errors["whole"]), np.array(errors["covered"])
+    assert len(whole) > 10 and len(covered) > 10
+    assert whole[:, 0].max() < 0.2 and np.abs(whole[:, 1:3]).max() < 0.01 and whole[:, 3].max() < 3
+    assert np.median(covered[:, 0]) < 0.3 and np.median(np.abs(covered[:, 1:3])) < 0.01
+
+
+def test_a_closed_eye_has_no_ellipses_and_open_0() -> None:
+    sequence = blinking_sequence(10)
+    closed = measure_eye(sequence.render(5)[1])
+    assert closed.pupil is None and closed.iris is None and not closed.open
+    row = closed.row()
+    assert row["open"] == 0 and row["pupil_cx"] is None and row["iris_major"] is None
+    assert list(row) == CSV_COLUMNS[3:]  # everything after frame, time_s, source
+    assert measure_eye(sequence.render(0)[1]).open
+
+
+def test_blinks_are_runs_of_frames_without_a_pupil() -> None:
+    assert blinks([5, 0, 0, 7, 0, 3, 0]) == [(1, 2), (4, 4), (6, 6)]
+    assert blinks([5, 6]) == [] and blinks([]) == []
+
+
+# --- geometry of frames of any size ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "placement"),
+    [
+        ((320, 200), Placement(0, 0, 640, 400)),  # the 1.6 aspect: a plain resize
+        ((1280, 800), Placement(0, 0, 640, 400)),
+        ((400, 400), Placement(120, 0, 400, 400)),  # square: centred, black left and right
+        ((800, 200), Placement(0, 120, 640, 160)),
+    ],
+)
+def test_frames_of_any_size_are_fitted_into_the_models_frame(
+    size: tuple[int, int], placement: Placement
+) -> None:
+    image = np.full((size[1], size[0]), 200, np.uint8)
+    canvas, where = place_in_model_frame(image)
+    assert canvas.shape == (400, 640) and where == placement
+    inside = canvas[where.y : where.y + where.height, where.x : where.x + where.width]
+    assert (inside == 200).all() and canvas.sum() == inside.sum()
+
+
+def test_images_of_any_depth_and_colour_read_as_8_bit_gray(tmp_path: Path) -> None:
+    gray = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))
+    cv2.imwrite(str(tmp_path / "colour.png"), cv2.merge([gray, gray, gray]))
+    cv2.imwrite(str(tmp_path / "twelve_bit.tiff"), gray.astype(np.uint16) * 16)  # a 12-bit sensor
+    assert np.array_equal(read_any_image(tmp_path / "colour.png"), gray)
+    assert np.abs(read_any_image(tmp_path / "twelve_bit.tiff").astype(int) - gray).max() <= 1
+
+
+# --- the API goes through the one engine ----------------------------------------------------------
+
+
+def test_the_segmenter_at_640x400_gives_the_engines_class_map(checkpoint: Path) -> None:
+    seg = Segmenter.from_checkpoints([checkpoint], tta="hflip", gpu="cpu")
+    image = blinking_sequence(1).render(0)[0]
+    result = seg(image, probabilities=True)
+    engine = EnsemblePredictor(
+        [(m.model, m.weight) for m in load_members(spec_from_checkpoints([checkpoint]))]
+    )
+    labels, _ = engine.predict(torch.from_numpy(image)[None, None])
+    assert np.array_equal(result.mask, labels[0].numpy())
+    assert result.probabilities.shape == (4, 400, 640)
+    assert np.allclose(result.probabilities.sum(0), 1, atol=1e-4)
+    small = seg(cv2.resize(image, (200, 125), interpolation=cv2.INTER_AREA))
+    assert small.mask.shape == (125, 200) and small.measurements.pupil_area == int((small.mask == 3).sum())
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "size"), [("eye.mp4", (320, 200)), ("square.avi", (400, 400))])
+def test_a_video_at_another_resolution_gives_a_row_and_a_mask_per_frame(
+    name: str, size: tuple[int, int], checkpoint: Path, tmp_path: Path
+) -> None:
+    frames, fps = 6, 5.0
+    video = tmp_path / name
+    write_eye_video(video, frames=frames, fps=fps, size=size)
+    out = tmp_path / "out"
+    segment.main(
+        [
+            "--checkpoints",
+            str(checkpoint),
+            "--input",
+            str(video),
+            "--out",
+            str(out),
+            "--overlay",
+            "--batch-size",
+            "4",
+        ]
+    )
+
+    rows = read_rows(out / "measurements.csv")
+    assert list(rows[0])[: len(CSV_COLUMNS)] == CSV_COLUMNS
+    assert [int(r["frame"]) for r in rows] == list(range(frames))
+    assert [float(r["time_s"]) for r in rows] == pytest.approx([n / fps for n in range(frames)])
+    masks = sorted((out / "masks").glob("*.png"))
+    assert [m.name for m in masks] == [f"{n:06d}.png" for n in range(frames)]
+    for row, path in zip(rows, masks, strict=True):
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (size[1], size[0]) and mask.max() <= 3
+        assert int(row["pupil_area"]) == int((mask == 3).sum()) and int(row["sclera_area"]) == int(
+            (mask == 1).sum()
+        )
+        assert int(row["open"]) == int(((mask == 2) | (mask == 3)).any())
+    capture = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == size
+    assert (out / "pupil.png").stat().st_size > 0
+    assert json.loads((out / "summary.json").read_text())["frames"] == frames
+
+
+def test_the_synthetic_video_carries_its_geometry(tmp_path: Path) -> None:
+    """The test video's own truth: a true mask measured at the video's size matches the ellipse mapped there."""
+    geometry = VideoGeometry((320, 200))
+    sequence = blinking_sequence(4)
+    label = geometry.label(sequence.render(0)[1])
+    pupil = measure_eye(label).pupil
+    cx, cy, major, _, _ = geometry.ellipse(sequence.ellipses(0)["pupil"])
+    assert math.hypot(pupil.cx - cx, pupil.cy - cy) < 0.5 and abs(pupil.major / major - 1) < 0.04
+
+
+def test_a_folder_with_a_corrupt_image_writes_the_good_ones_and_exits_2(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "frames"
+    (folder / "sub").mkdir(parents=True)
+    image = blinking_sequence(1).render(0)[0]
+    cv2.imwrite(str(folder / "2.png"), image)
+    cv2.imwrite(str(folder / "10.jpg"), cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))  # colour
+    cv2.imwrite(
+        str(folder / "sub" / "a.tiff"), cv2.resize(image, (400, 400)).astype(np.uint16) * 257
+    )  # 16-bit
+    (folder / "3.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+
+    line = error_line(
+        segment.main, ["--checkpoints", checkpoint, "--input", folder, "--out", out, "--overlay"], capsys
+    )
+
+    assert line == (
+        f"error: {folder}: 1 of 4 images could not be read (the others were segmented and written): "
+        f"{folder / '3.png'}: not a readable image (corrupt, truncated or not an image?)"
+    )
+    rows = read_rows(out / "measurements.csv")
+    assert [(r["frame"], Path(r["source"]).name) for r in rows] == [
+        ("0", "2.png"),
+        ("2", "10.jpg"),
+        ("3", "a.tiff"),
+    ]
+    assert cv2.imread(str(out / "masks" / "sub" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (400, 400)
+    assert sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png")) == [
+        "10.png",
+        "2.png",
+        "sub/a.png",
+    ]
+    assert not (out / "pupil.png").exists()  # images, not a video
+
+
+def test_a_video_that_breaks_mid_stream_keeps_the_frames_read(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = tmp_path / "eye.avi"
+    write_eye_video(video, frames=10, fps=10, size=(160, 100))
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])  # the AVI header still announces 10 frames
+    out = tmp_path / "out"
+
+    line = error_line(
+        segment.main, ["--checkpoints", checkpoint, "--input", video, "--out", out, "--overlay"], capsys
+    )
+
+    rows = read_rows(out / "measurements.csv")
+    assert 0 < len(rows) < 10
+    assert line == (
+        f"error: {video}: the video ended after {len(rows)} of its 10 frames (truncated or damaged?); "
+        f"the outputs of the {len(rows)} frames read are written"
+    )
+    assert len(list((out / "masks").glob("*.png"))) == len(rows)
+    assert int(cv2.VideoCapture(str(out / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == len(rows)
+    assert (out / "pupil.png").is_file() and not list(out.glob(".*.tmp*"))
+
+
+def test_unreadable_inputs_are_one_line_errors_and_write_nothing(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    (tmp_path / "broken.png").write_bytes(b"")
+    out = tmp_path / "out"
+    for name, message in (
+        ("broken.mp4", "cannot open the video (not a format OpenCV reads, or damaged)"),
+        ("broken.png", "not a readable image (corrupt, truncated or not an image?)"),
+        ("missing.mp4", "input not found"),
+    ):
+        line = error_line(
+            segment.main, ["--checkpoints", checkpoint, "--input", tmp_path / name, "--out", out], capsys
+        )
+        assert line.startswith(f"error: {tmp_path / name}: {message}"), line
+        assert not out.exists()
+
+
+def test_an_earlier_runs_outputs_are_kept_unless_overwrite(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "eye.png"
+    cv2.imwrite(str(image), blinking_sequence(1).render(0)[0])
+    argv = ["--checkpoints", checkpoint, "--input", image, "--out", tmp_path / "out", "--masks", "npy"]
+    segment.main([str(a) for a in argv])
+    assert np.load(tmp_path / "out" / "masks" / "eye.npy").shape == (400, 640)
+    line = error_line(segment.main, argv, capsys)
+    assert "holds the outputs of an earlier run (masks, measurements.csv, summary.json)" in line
+    segment.main([str(a) for a in [*argv[:-1], "none", "--overwrite"]])
+    assert (
+        not (tmp_path / "out" / "masks").exists()
+        and len(read_rows(tmp_path / "out" / "measurements.csv")) == 1
+    )
+
+
+def test_the_api_streams_a_video_and_raises_after_a_break(checkpoint: Path, tmp_path: Path) -> None:
+    video = tmp_path / "eye.mp4"
+    write_eye_video(video, frames=5, fps=10, size=(320, 200))
+    seg = Segmenter.from_checkpoints([checkpoint], tta="none", gpu="cpu", batch_size=2)
+    results = list(seg.video(video))
+    assert [r.frame for r in results] == list(range(5)) and results[0].mask.shape == (200, 320)
+    assert open_frames(video).total == 5
+
+
+def test_ctrl_c_finishes_the_outputs_of_the_frames_read(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = tmp_path / "eye.mp4"
+    write_eye_video(video, frames=8, fps=10, size=(160, 100))
+    frames = FrameSource.frames
+
+    def interrupted(self: FrameSource, max_frames: int | None = None) -> Iterator[object]:
+        for item in frames(self, max_frames):
+            if item.index == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(FrameSource, "frames", interrupted)
+    out = tmp_path / "out"
+    argv = ["--checkpoints", checkpoint, "--input", video, "--out", out, "--overlay", "--batch-size", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        segment.main([str(a) for a in argv])
+    assert exit_info.value.code == 130
+    assert len(read_rows(out / "measurements.csv")) == 3 and len(list((out / "masks").glob("*.png"))) == 3
+    assert int(cv2.VideoCapture(str(out / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert (
+        json.loads((out / "summary.json").read_text())["ended"] == "ctrl-c" and (out / "pupil.png").is_file()
+    )
+
+
+def test_two_images_that_would_share_an_output_name_are_refused(tmp_path: Path) -> None:
+    image = np.zeros((20, 32), np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    cv2.imwrite(str(tmp_path / "a.jpg"), image)
+    with pytest.raises(InputError, match="a.jpg and a.png would get the same output name"):
+        open_frames(tmp_path)
+
+
+def test_the_readme_api_lines_run(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = (ROOT / "README.md").read_text().split("## Segment your own images and videos", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) == 6  # an import and the five lines
+    video = tmp_path / "eye.mp4"
+    write_eye_video(video, frames=3, fps=10, size=(320, 200))
+    code = code.replace(
+        '"runs/cpu_fast/fold_0/best.pt", "runs/cpu_fast/fold_1/best.pt"', repr(str(checkpoint))
+    )
+    code = code.replace('"eye.mp4"', repr(str(video)))
+    exec(code, {"image": blinking_sequence(1).render(0)[0]})  # noqa: S102 - the README's own lines
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[1].startswith("0.0 ")
