@@ -2,7 +2,9 @@
 
 Each checkpoint carries its own config (architecture, channels, input scale, normalisation), so
 members of different architectures and input scales mix freely: every model returns full-size
-logits, which the one inference engine (inference/engine.py) averages.
+logits, which the one inference engine (inference/engine.py) averages. A member may also be an
+exported graph (`.onnx`, with its model.json beside it: inference/onnx_model.py), run by
+onnxruntime; its identity is the sha256 of the .onnx bytes and of its model.json.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 import torch
 
 from config.ensemble import EnsembleSpec, read_ensemble_spec
-from config.schema import Config, load_config
+from torch import nn
+
+from config.schema import Config, config_from_dict, load_config
 from inference.engine import TTA_MODES
+from inference.onnx_model import file_sha256, load_onnx_model, model_json_path
 from models.checkpoint import model_from_checkpoint
-from models.zoo import SegmentationModel
 from utils.errors import InputError
 
 __all__ = ["Member", "read_ensemble_file", "load_members"]
@@ -31,7 +35,7 @@ class Member:
 
     checkpoint: Path
     weight: float
-    model: SegmentationModel
+    model: nn.Module  # a models.zoo.SegmentationModel, or an inference.onnx_model.OnnxModel
     config: Config
     trained_on: list[str] | None  # label keys "S_k/n" it learned from; None if the checkpoint does not say
     digest: str  # sha256 of the weights and the resolved config: what the predictions depend on
@@ -71,12 +75,37 @@ def _digest(model: torch.nn.Module, config: Config) -> str:
     return sha.hexdigest()
 
 
+def _onnx_member(path: Path, weight: float, config: Config | None) -> Member:
+    """An exported graph: its model.json's first source config (unless given), the union of what
+    its sources trained on (None if one does not say), and a digest of the graph and model.json."""
+    model = load_onnx_model(path)
+    info = model.info
+    if config is None:
+        try:
+            config = config_from_dict(info["sources"][0]["config"], f"{model_json_path(path)} (sources[0].config)")
+        except (IndexError, KeyError, TypeError):
+            raise InputError("model.json: 'sources' must list the exported checkpoints with their configs", model_json_path(path)) from None
+    if int(info["num_classes"]) != config.num_classes:
+        raise InputError(f"model.json: num_classes {info['num_classes']} but its config has {config.num_classes}", model_json_path(path))
+    trained_on = info.get("trained_on")
+    if trained_on is not None and not (isinstance(trained_on, list) and all(isinstance(k, str) for k in trained_on)):
+        raise InputError("model.json: 'trained_on' must be a list of label keys like 'S_0/3'", model_json_path(path))
+    digest = hashlib.sha256((file_sha256(path) + file_sha256(model_json_path(path))).encode()).hexdigest()
+    return Member(path, weight, model.eval(), config, trained_on, digest)
+
+
 def load_members(spec: EnsembleSpec, source: object = "--checkpoints") -> list[Member]:
-    """Expand globs, load every checkpoint (with its member config if given) and check they fit together."""
+    """Expand globs, load every checkpoint (with its member config if given) and check they fit together.
+
+    A `.onnx` path is an exported graph (inference/onnx_model.py), run by onnxruntime.
+    """
     members: list[Member] = []
     for item in spec.members:
         config = load_config(item.config) if item.config is not None else None
         for path in _expand(item.checkpoint, source):
+            if path.suffix.lower() == ".onnx":
+                members.append(_onnx_member(path, item.weight, config))
+                continue
             model, model_config, payload = model_from_checkpoint(path, config)
             trained_on = payload.get("trained_on")
             if trained_on is not None and not (

@@ -38,7 +38,7 @@ from dataset.openeds import (
     read_label,
     write_sample_list,
 )
-from inference.engine import EnsemblePredictor
+from inference.engine import EnsemblePredictor, check_fused_views
 from inference.hardware import channels_last_choice
 from inference.members import Member
 from inference.pseudo import (
@@ -299,6 +299,7 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
         )
     shard_keys = job.keys[index::count]
     _check_images(job.data_dir, shard_keys)
+    check_fused_views([member.model for member in members], job.tta)
 
     folders: list[tuple[_Folder, dict[str, Any]]] = []
     if job.save_dir is not None:
