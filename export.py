@@ -26,13 +26,17 @@ from utils.errors import InputError, cli_entry
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument("--checkpoint", type=Path, help="one checkpoint (.pt, its config embedded)")
     models.add_argument("--ensemble", type=Path, help="ensemble YAML (members, weights, tta)")
     parser.add_argument("--out", required=True, type=Path, help="the .onnx to write (model.json beside it)")
     parser.add_argument(
-        "--tta", choices=["none", "hflip"], help=f"views averaged inside the graph (default: the ensemble file's, else {DEFAULT_TTA})"
+        "--tta",
+        choices=["none", "hflip"],
+        help=f"views averaged inside the graph (default: the ensemble file's, else {DEFAULT_TTA})",
     )
     parser.add_argument("--int8", action="store_true", help="static int8 quantization (onnxruntime, QDQ)")
     parser.add_argument(
@@ -58,9 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     calibration = None
     if args.calibration is not None:
         data_dir = args.data_dir or args.calibration.parent
-        calibration = [data_dir / image_relpath(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))]
+        calibration = [
+            data_dir / image_relpath(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))
+        ]
     members = load_members(spec, source)
-    settings = ExportSettings(args.out, tta=args.tta or spec.tta or DEFAULT_TTA, int8=args.int8, calibration=calibration)
+    settings = ExportSettings(
+        args.out, tta=args.tta or spec.tta or DEFAULT_TTA, int8=args.int8, calibration=calibration
+    )
     info = export_members(members, settings)
     print(
         f"{args.out}: {len(members)} model(s), tta {settings.tta}, {info['precision']}; class maps agree with "

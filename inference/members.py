@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from config.ensemble import EnsembleSpec, read_ensemble_spec
 from torch import nn
 
+from config.ensemble import EnsembleSpec, read_ensemble_spec
 from config.schema import Config, config_from_dict, load_config
 from inference.engine import TTA_MODES
 from inference.onnx_model import file_sha256, load_onnx_model, model_json_path

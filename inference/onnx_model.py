@@ -27,7 +27,14 @@ from torch import nn
 from models.export import INPUT_NAME, OUTPUT_NAME
 from utils.errors import InputError
 
-__all__ = ["MODEL_JSON_FORMAT", "OnnxModel", "model_json_path", "load_onnx_model", "onnx_session", "file_sha256"]
+__all__ = [
+    "MODEL_JSON_FORMAT",
+    "OnnxModel",
+    "model_json_path",
+    "load_onnx_model",
+    "onnx_session",
+    "file_sha256",
+]
 
 MODEL_JSON_FORMAT = "openeds-seg-onnx/1"
 _REQUIRED = ("format", "sha256", "num_classes", "tta", "input", "output", "sources")
