@@ -25,6 +25,7 @@ for the AVX2-limited figures).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -142,8 +143,8 @@ def latency_rows(
         if predictor is None:
             rows.append({"name": name, "ms": None, "fps": None, "note": f"not run: {note}"})
             continue
-        index = iter(range(10**9))
-        seconds = _time(lambda p=predictor: p.logits(batches[next(index) % len(batches)]), repeats)
+        cycle = itertools.cycle(batches)
+        seconds = _time(lambda p=predictor, c=cycle: p.logits(next(c)), repeats)
         rows.append({"name": name, "ms": seconds * 1000, "fps": 1 / seconds, "note": note})
     return rows
 
