@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
 from dataset.openeds import in_data_dir, read_sample_list
 from inference.engine import TTA_MODES
@@ -136,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         f"precision: {'fp32' if amp_dtype is None else str(amp_dtype).replace('torch.', '')} ({why}); "
         f"channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
     )
+    graphs = [member for member in members if member.checkpoint.suffix.lower() == ".onnx"]
+    if graphs:
+        print(
+            f"onnxruntime: {len(graphs)} exported graph(s) with the precision and views they were exported with, "
+            f"{torch.get_num_threads()} threads; --precision applies to checkpoints only"
+        )
     job = PredictJob(
         data_dir=args.data_dir,
         keys=keys,

@@ -10,7 +10,8 @@ any other mix.
 
 Threads: onnxruntime runs with as many intra-op threads as torch uses in this process
 (`torch.get_num_threads()`, which follows OMP_NUM_THREADS and the CPU affinity), and one
-inter-op thread, so an ONNX member takes the cores a PyTorch one would, no more.
+inter-op thread, so an ONNX member takes the cores a PyTorch one would, no more; its threads
+sleep instead of spinning between operators.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def onnx_session(path: Path | str, threads: int | None = None) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # No busy-waiting between operators: spinning threads take the cores from the DataLoader
+    # workers and from anything else running (BENCHMARKS.md: x1.8 slower with it on a busy 2-core CPU).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings would break the one-line output
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
