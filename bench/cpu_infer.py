@@ -176,6 +176,7 @@ def ensemble_rows(
     data_dir: Path,
     keys: list[str],
     workers: int,
+    onnx_separate: list[Member] | None = None,
 ) -> list[dict]:
     """2 models + hflip: the recipe's loop, then the engine with each kind of member."""
     models = [member.model for member in pt]
@@ -188,6 +189,10 @@ def ensemble_rows(
     ]
     if bf16_choice("auto", torch.device("cpu")).value:
         runs.append(("predict_ensemble, PyTorch bf16 (2 checkpoints)", pt, torch.bfloat16))
+    if onnx_separate:
+        runs.append(
+            ("predict_ensemble, onnxruntime fp32 (2 graphs, views by the engine)", onnx_separate, None)
+        )
     runs += [
         ("predict_ensemble, onnxruntime fp32 (one graph: 2 models + hflip)", onnx_fp32, None),
         ("predict_ensemble, onnxruntime int8 (one graph: 2 models + hflip)", onnx_int8, None),
@@ -227,6 +232,7 @@ def run(
     for name, members, tta, int8 in (
         ("one_fp32", pt[:1], "none", False),
         ("one_int8", pt[:1], "none", True),
+        ("two_fp32", pt[1:], "none", False),
         ("ens_fp32", pt, "hflip", False),
         ("ens_int8", pt, "hflip", True),
     ):
@@ -239,7 +245,8 @@ def run(
     latency = latency_rows(pt[:1], exports["one_fp32"], exports["one_int8"], images, repeats)
     for row in latency:
         log(f"latency {row['name']}: {row['ms'] and round(row['ms'], 1)} ms")
-    ensemble = ensemble_rows(pt, exports["ens_fp32"], exports["ens_int8"], data_dir, keys, workers)
+    separate = exports["one_fp32"] + exports["two_fp32"]
+    ensemble = ensemble_rows(pt, exports["ens_fp32"], exports["ens_int8"], data_dir, keys, workers, separate)
     for row in ensemble:
         log(f"{row['name']}: {row['fps']:.2f} frames/s, x{row['speedup']:.2f}, agreement {row['agree']:.4%}")
     config = pt[0].config
