@@ -12,7 +12,7 @@ AMD Zen 2/3, older Xeon) runs, each into its own block (BENCHMARKS.md says how t
 checked against a real AVX2 machine). --quick keeps the rows that differ between CPUs: the
 naive loops, the engine's fp32 and bf16 settings, the three training loops.
 
-Sized for a 2-core CPU (about 8 minutes before the CPU tables, which export four graphs and
+Sized for a 2-core CPU (about 8 minutes before the CPU tables, which export five graphs and
 time 24 frames per row: a few minutes more, not measured on a quiet machine): models, data and
 frame counts are small; the
 figures are throughput ratios on one machine, not absolute numbers to compare across machines.
