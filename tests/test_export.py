@@ -15,7 +15,7 @@ from dataset.openeds import OpenEDSIndex, label_relpath
 from inference import export as export_module
 from inference.engine import EnsemblePredictor
 from inference.export import ExportSettings, export_members, synthetic_frames
-from inference.members import load_members
+from inference.members import load_members, read_ensemble_file
 from inference.onnx_model import file_sha256, model_json_path, onnx_session
 from models.export import FusedEnsemble
 from utils.errors import InputError
@@ -233,3 +233,21 @@ def test_export_script_and_an_onnx_member_in_predict_ensemble(
         "export.py", "--checkpoint", tmp_path / "missing.pt", "--out", tmp_path / "m2.onnx", check=False
     )
     assert_one_line_error(proc, "missing.pt", "checkpoint not found")
+
+
+def test_ensemble_file_mixes_onnx_and_checkpoint_members(
+    exported: dict[str, Path], checkpoints: list[Path], tmp_path: Path
+) -> None:
+    """An .onnx member (model a, no views inside) next to a .pt one, weighted: the PyTorch ensemble's logits."""
+    spec_file = tmp_path / "ensemble.yaml"
+    spec_file.write_text(
+        f"tta: hflip\nmembers:\n  - {{checkpoint: {exported['one']}, weight: 2}}\n  - {{checkpoint: {checkpoints[1]}}}\n"
+    )
+    mixed = load_members(read_ensemble_file(spec_file), spec_file)
+    plain = load_members(spec_from_checkpoints([str(path) for path in checkpoints]))
+    frames = torch.from_numpy(synthetic_frames(1, seed=9))
+    got = EnsemblePredictor([(m.model, m.weight) for m in mixed], tta="hflip").logits(frames)
+    want = EnsemblePredictor(
+        [(m.model, w) for m, w in zip(plain, (2.0, 1.0), strict=True)], tta="hflip"
+    ).logits(frames)
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
