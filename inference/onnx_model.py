@@ -95,7 +95,7 @@ class OnnxModel(nn.Module):
             frames = frames.float().round().clamp(0, 255).to(torch.uint8)
         array = np.ascontiguousarray(frames.detach().cpu().numpy())
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
-        return torch.from_numpy(logits)
+        return torch.from_numpy(logits).to(frames.device)  # the CPU provider; CUDA members may sit beside it
 
     def to_channels_last(self) -> OnnxModel:
         """Nothing to do: onnxruntime chooses its own layouts."""
