@@ -35,22 +35,34 @@ def _normalise(image: np.ndarray, model: SegmentationModel) -> np.ndarray:
 
 @torch.no_grad()
 def naive_predict_frame(models: list[SegmentationModel], path: Path) -> np.ndarray:
-    """One frame through every model and its hflip, batch 1, fp32: class map uint8 (400, 640)."""
+    """One frame through every model and its hflip, batch 1, fp32: class map uint8 (400, 640).
+
+    A model trained at a reduced input scale (cpu_fast: 0.4) gets the frame downscaled as its
+    own forward does (antialiased bilinear), and every view's logits resized back to the full
+    frame before they are summed: the recipe's loop, run at the scale the checkpoint expects.
+    """
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    pad = -image.shape[0] % PAD_MULTIPLE
-    top = pad // 2
-    image = np.pad(image, ((top, pad - top), (0, 0)))
+    height, width = image.shape
     total = None
     for model in models:
+        scaled = image
         if model.scale != 1.0:
-            raise ValueError("the naive loop runs models at full resolution only (input.scale 1.0)")
-        x = torch.from_numpy(_normalise(image, model))[None].to(model._mul.device)
+            size = (max(1, round(height * model.scale)), max(1, round(width * model.scale)))
+            x = torch.from_numpy(image.astype(np.float32))[None, None]
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            scaled = x[0, 0].numpy()
+        pad = -scaled.shape[0] % PAD_MULTIPLE
+        top = pad // 2
+        padded = np.pad(scaled, ((top, pad - top), (0, 0)))
+        x = torch.from_numpy(_normalise(padded, model))[None].to(model._mul.device)
         for flip in (False, True):
             logits = model.net(x.flip(-1) if flip else x)
             logits = logits.flip(-1) if flip else logits
+            logits = logits[..., top : logits.shape[-2] - (pad - top), :]
+            if logits.shape[-2:] != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             total = logits if total is None else total + logits
     probs = torch.softmax(total / (2 * len(models)), dim=1)
-    probs = probs[..., top : probs.shape[-2] - (pad - top), :]
     return probs.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
 

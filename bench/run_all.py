@@ -1,8 +1,10 @@
-"""`make bench`: inference levers, training throughput and peak memory on this machine, written
-as the "## Speed and memory" section of BENCHMARKS.md (the rest of the file is left alone).
+"""`make bench`: inference levers, training throughput and peak memory on this machine, and CPU
+inference on trained checkpoints against onnxruntime (bench/cpu_infer.py: the latency table and
+the 2-model + hflip ratio table), written as the "## Speed and memory" section of BENCHMARKS.md
+(the rest of the file is left alone).
 
     python -m bench.run_all [--frames 8] [--epochs 1] [--predict-counts 500 5000] [--compile]
-                            [--out BENCHMARKS.md]
+                            [--checkpoints A.pt B.pt --data-dir D] [--out BENCHMARKS.md]
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.run_all --quick
 
 `make bench` runs both: natively, then limited to AVX2 the way an ordinary CPU (AVX2 laptop,
@@ -10,7 +12,9 @@ AMD Zen 2/3, older Xeon) runs, each into its own block (BENCHMARKS.md says how t
 checked against a real AVX2 machine). --quick keeps the rows that differ between CPUs: the
 naive loops, the engine's fp32 and bf16 settings, the three training loops.
 
-Sized for a 2-core CPU (about 8 minutes): models, data and frame counts are small; the
+Sized for a 2-core CPU (about 8 minutes before the CPU tables, which export five graphs and
+time 24 frames per row: a few minutes more, not measured on a quiet machine): models, data and
+frame counts are small; the
 figures are throughput ratios on one machine, not absolute numbers to compare across machines.
 """
 
@@ -27,7 +31,7 @@ from pathlib import Path
 if not __package__:  # run as a file (python bench/run_all.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench import isa_limit, machine_info
+from bench import cpu_infer, isa_limit, machine_info
 from bench.infer import LEVERS, run_levers
 from bench.memory import measure
 from bench.train import TRAIN_CONFIG
@@ -147,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (~1 min to build)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--quick", action="store_true", help="only the rows that differ between CPUs")
+    parser.add_argument(
+        "--checkpoints", nargs=2, help="two trained checkpoints for the CPU tables (default: make demo's, else random init)"
+    )
+    parser.add_argument("--data-dir", type=Path, help="their data dir (test.txt frames are predicted)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     machine = {**machine_info(), "limit": isa_limit()}
@@ -170,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         ):
             training.append({"name": name, **measure(what, work, epochs=args.epochs)})
             log(f"{name}: {training[-1]}")
+        log("CPU inference on trained checkpoints (PyTorch and onnxruntime)")
+        cpu = cpu_infer.run(work / "cpu_infer", args.checkpoints, args.data_dir, log=log)
         predict = []
         runs = [(count, 2) for count in args.predict_counts] + [(max(args.predict_counts), 0)]
         runs = [] if args.quick else runs
@@ -185,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
             training, "synthetic 4 sequences x 20 frames, 40 labelled (label_every 2)", args.epochs
         )
         + ([""] + _predict_table(predict) if predict else [])
+        + [""]
+        + cpu_infer.render_tables(cpu)
     )
     command = (
         "make bench"

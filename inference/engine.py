@@ -8,6 +8,10 @@ softmax/argmax, as in the recipe. Speed decisions, measured in bench/:
 - inference_mode, and autocast where the device supports it (fp16 on CUDA, bf16 on CPUs
   that have bf16 instructions when asked for);
 - the model wrapper pads/normalises on the device, so loaders ship uint8 frames.
+A member may already average views inside (an exported graph with `fused_tta`, e.g. hflip:
+inference/onnx_model.py): it gets the frames once when its views are the run's, the run's
+views when it has none (`fused_tta: none`), and any other mix is refused, so no view is
+ever applied twice.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import torch
 from torch import nn
 
 from inference.runtime import autocast_context
+from utils.errors import InputError
 
-__all__ = ["TTA_MODES", "View", "tta_views", "EnsemblePredictor", "drop_small_classes"]
+__all__ = ["TTA_MODES", "View", "tta_views", "EnsemblePredictor", "check_fused_views", "drop_small_classes"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,24 @@ def tta_views(mode: str) -> tuple[View, ...]:
     if mode not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {mode!r}; choose one of {sorted(TTA_MODES)}")
     return TTA_MODES[mode]
+
+
+def check_fused_views(models: Iterable[nn.Module], tta: str) -> None:
+    """Refuse a model that averages views inside (`fused_tta`) other than the run's: none twice."""
+    for model in models:
+        fused = getattr(model, "fused_tta", "none")
+        if hasattr(model, "fused_tta") and any(view.scale != 1.0 for view in tta_views(tta)):
+            raise InputError(
+                f"an exported graph runs at the scale it was exported with: tta {tta} needs the checkpoints",
+                getattr(model, "path", None),
+            )
+        if fused not in ("none", tta):
+            again = tta if tta in ("none", "hflip") else "none"
+            raise InputError(
+                f"this graph already averages the {fused} views, and the run asks for tta {tta}: "
+                f"run it with --tta {fused}, or export it again with --tta {again}",
+                getattr(model, "path", None),
+            )
 
 
 class EnsemblePredictor:
@@ -69,6 +92,7 @@ class EnsemblePredictor:
         self.device = torch.device(device)
         self.members = [(model.to(self.device).eval(), float(weight)) for model, weight in members]
         self.views = tta_views(tta)
+        check_fused_views([model for model, _ in self.members], tta)
         self.amp_dtype = amp_dtype
         self.min_area = None if min_area is None or not any(min_area) else tuple(int(a) for a in min_area)
         total = sum(weight for _, weight in self.members) * len(self.views)
@@ -78,6 +102,8 @@ class EnsemblePredictor:
 
     def _model_logits(self, model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         """Sum of the logits of all views for one model; same-scale views share one forward pass."""
+        if getattr(model, "fused_tta", "none") != "none":  # the graph returns the mean over self.views
+            return model(frames).float() * len(self.views)
         total = None
         base_scale = getattr(model, "scale", 1.0)
         for scale in dict.fromkeys(view.scale for view in self.views):

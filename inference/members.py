@@ -2,7 +2,9 @@
 
 Each checkpoint carries its own config (architecture, channels, input scale, normalisation), so
 members of different architectures and input scales mix freely: every model returns full-size
-logits, which the one inference engine (inference/engine.py) averages.
+logits, which the one inference engine (inference/engine.py) averages. A member may also be an
+exported graph (`.onnx`, with its model.json beside it: inference/onnx_model.py), run by
+onnxruntime; its identity is the sha256 of the .onnx bytes and of its model.json.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from config.ensemble import EnsembleSpec, read_ensemble_spec, spec_from_checkpoints
-from config.schema import Config, load_config
+from config.schema import Config, config_from_dict, load_config
 from inference.engine import TTA_MODES, EnsemblePredictor
 from inference.hardware import channels_last_choice
+from inference.onnx_model import file_sha256, load_onnx_model, model_json_path
 from models.checkpoint import model_from_checkpoint
-from models.zoo import SegmentationModel
 from utils.errors import InputError
 
 __all__ = ["Member", "read_ensemble_file", "load_members", "ensemble_members", "build_predictor", "runtime_line"]
@@ -32,7 +35,7 @@ class Member:
 
     checkpoint: Path
     weight: float
-    model: SegmentationModel
+    model: nn.Module  # a models.zoo.SegmentationModel, or an inference.onnx_model.OnnxModel
     config: Config
     trained_on: list[str] | None  # label keys "S_k/n" it learned from; None if the checkpoint does not say
     digest: str  # sha256 of the weights and the resolved config: what the predictions depend on
@@ -72,12 +75,37 @@ def _digest(model: torch.nn.Module, config: Config) -> str:
     return sha.hexdigest()
 
 
+def _onnx_member(path: Path, weight: float, config: Config | None) -> Member:
+    """An exported graph: its model.json's first source config (unless given), the union of what
+    its sources trained on (None if one does not say), and a digest of the graph and model.json."""
+    model = load_onnx_model(path)
+    info = model.info
+    if config is None:
+        try:
+            config = config_from_dict(info["sources"][0]["config"], f"{model_json_path(path)} (sources[0].config)")
+        except (IndexError, KeyError, TypeError):
+            raise InputError("model.json: 'sources' must list the exported checkpoints with their configs", model_json_path(path)) from None
+    if int(info["num_classes"]) != config.num_classes:
+        raise InputError(f"model.json: num_classes {info['num_classes']} but its config has {config.num_classes}", model_json_path(path))
+    trained_on = info.get("trained_on")
+    if trained_on is not None and not (isinstance(trained_on, list) and all(isinstance(k, str) for k in trained_on)):
+        raise InputError("model.json: 'trained_on' must be a list of label keys like 'S_0/3'", model_json_path(path))
+    digest = hashlib.sha256((file_sha256(path) + file_sha256(model_json_path(path))).encode()).hexdigest()
+    return Member(path, weight, model.eval(), config, trained_on, digest)
+
+
 def load_members(spec: EnsembleSpec, source: object = "--checkpoints") -> list[Member]:
-    """Expand globs, load every checkpoint (with its member config if given) and check they fit together."""
+    """Expand globs, load every checkpoint (with its member config if given) and check they fit together.
+
+    A `.onnx` path is an exported graph (inference/onnx_model.py), run by onnxruntime.
+    """
     members: list[Member] = []
     for item in spec.members:
         config = load_config(item.config) if item.config is not None else None
         for path in _expand(item.checkpoint, source):
+            if path.suffix.lower() == ".onnx":
+                members.append(_onnx_member(path, item.weight, config))
+                continue
             model, model_config, payload = model_from_checkpoint(path, config)
             trained_on = payload.get("trained_on")
             if trained_on is not None and not (
@@ -141,7 +169,15 @@ def build_predictor(
 
 
 def runtime_line(members: list[Member], device: torch.device, amp_dtype: torch.dtype | None, why: str) -> str:
-    """What a prediction runs with, in one line: precision (and why), memory layout (and why)."""
+    """What a prediction runs with, in one line: precision (and why), memory layout (and why), and
+    the exported graphs among the members (onnxruntime runs them as they were exported)."""
     layout = channels_last_choice(members[0].config.channels_last, device)
     precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
-    return f"precision: {precision} ({why}); channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
+    line = f"precision: {precision} ({why}); channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
+    graphs = sum(member.checkpoint.suffix.lower() == ".onnx" for member in members)
+    if graphs:
+        line += (
+            f"; onnxruntime: {graphs} exported graph(s) with the precision and views they were exported with, "
+            f"{torch.get_num_threads()} threads (--precision applies to checkpoints only)"
+        )
+    return line

@@ -38,6 +38,7 @@ from dataset.openeds import (
     read_label,
     write_sample_list,
 )
+from inference.engine import check_fused_views
 from inference.members import Member, build_predictor
 from inference.pseudo import (
     JOURNAL_GLOB,
@@ -297,6 +298,7 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
         )
     shard_keys = job.keys[index::count]
     _check_images(job.data_dir, shard_keys)
+    check_fused_views([member.model for member in members], job.tta)
 
     folders: list[tuple[_Folder, dict[str, Any]]] = []
     if job.save_dir is not None:

@@ -61,3 +61,20 @@ def test_avx2_limited_block_sits_after_the_native_one_and_is_replaced(tmp_path: 
     text = path.read_text()
     assert text.index("| native |") < text.index("| avx2 b |") < text.index("## Demo")
     assert "| avx2 a |" not in text and text.count(AVX2_BEGIN) == 1 and "limited to AVX2" in text
+
+
+@pytest.mark.slow
+def test_cpu_inference_tables_on_given_checkpoints(tmp_path: Path) -> None:
+    from conftest import tiny_checkpoint
+
+    from bench import cpu_infer
+
+    data = write_tiny_dataset(tmp_path / "data", sequences=1, frames=4)
+    paths = [str(tiny_checkpoint(tmp_path / f"{seed}.pt", [], seed, ["S_0/0"])) for seed in (0, 1)]
+    result = cpu_infer.run(tmp_path / "work", paths, data, frames=2, repeats=1, workers=0, log=lambda _: None)
+    assert [row["name"] for row in result["latency"]][::2] == ["PyTorch fp32", "onnxruntime fp32"]
+    ensemble = {row["name"].split(" (")[0]: row for row in result["ensemble"]}
+    assert ensemble["predict_ensemble, onnxruntime fp32"]["agree"] >= 0.999  # the same logits as the loop
+    assert ensemble["predict_ensemble, PyTorch fp32"]["agree"] >= 0.999
+    table = "\n".join(cpu_infer.render_tables(result))
+    assert "| onnxruntime int8 |" in table and "vs recipe's loop" in table

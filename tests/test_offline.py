@@ -16,7 +16,7 @@ def deny(*args, **kwargs):
     raise SystemExit(f"network access attempted: {args[:2]}")
 socket.getaddrinfo = deny
 socket.socket.connect = deny
-import train, predict_ensemble, validate, scripts.demo, dataset.synthetic, dataset.create_kfolds
+import train, predict_ensemble, validate, export, scripts.demo, dataset.synthetic, dataset.create_kfolds
 print("offline ok")
 """
 

@@ -305,6 +305,7 @@ RUNNABLE = [
     "bench/run_all.py",
     "bench/train.py",
     "bench/infer.py",
+    "bench/cpu_infer.py",
     "bench/memory.py",
     "bench/recipe_search.py",
     "bench/step.py",

@@ -27,6 +27,7 @@ import pytest
 import torch
 from conftest import ROOT, error_line, run_script, write_tiny_dataset
 
+import export
 import predict_ensemble
 import segment
 import train
@@ -36,6 +37,7 @@ from dataset.openeds import image_relpath, label_relpath, read_sample_list
 from dataset.synthetic import cli as synthetic_cli
 from dataset.synthetic import layout as synthetic
 from dataset.synthetic.video import write_eye_video
+from inference import export as onnx_export
 from scripts import demo
 from training.state import restore_rng_state, rng_state
 from utils import distributed, submission
@@ -808,6 +810,55 @@ def _segment_again(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     ]
     segment.main(argv)
     return error_line(segment.main, argv, capsys)
+def _exported(checkpoint: Path) -> Path:
+    """The checkpoint exported once (hflip inside), beside it; each case works on a copy."""
+    onnx = checkpoint.parent / "model.onnx"
+    if not onnx.is_file():
+        export.main(["--checkpoint", str(checkpoint), "--out", str(onnx), "--tta", "hflip"])
+    return onnx
+
+
+def _onnx_copy(checkpoint: Path, folder: Path) -> Path:
+    source = _exported(checkpoint)
+    folder.mkdir(exist_ok=True)
+    shutil.copy(source, folder / "model.onnx")
+    shutil.copy(source.with_suffix(".json"), folder / "model.json")
+    return folder / "model.onnx"
+
+
+@case("ONNX model without its model.json")
+def _onnx_no_json(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    onnx = _onnx_copy(checkpoint, tmp_path / "onnx")
+    onnx.with_suffix(".json").unlink()
+    argv = predict_argv(data, onnx, ["S_0/1"], tmp_path, "--save-dir", tmp_path / "preds")
+    return error_line(predict_ensemble.main, argv, capsys)
+
+
+@case("ONNX model replaced after export")
+def _onnx_replaced(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    onnx = _onnx_copy(checkpoint, tmp_path / "onnx")
+    onnx.write_bytes(onnx.read_bytes()[:-100])
+    argv = predict_argv(data, onnx, ["S_0/1"], tmp_path, "--save-dir", tmp_path / "preds")
+    return error_line(predict_ensemble.main, argv, capsys)
+
+
+@case("ONNX model run with other views")
+def _onnx_views(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    onnx = _onnx_copy(checkpoint, tmp_path / "onnx")
+    argv = predict_argv(data, onnx, ["S_0/1"], tmp_path, "--save-dir", tmp_path / "preds", "--tta", "none")
+    line = error_line(predict_ensemble.main, argv, capsys)
+    assert not (tmp_path / "preds").exists()
+    return line
+
+
+@case("export below the agreement required")
+def _export_refused(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    monkeypatch.setitem(onnx_export.THRESHOLDS, "int8", 1.0)  # any int8 graph rounds some pixel differently
+    out = tmp_path / "m.onnx"
+    argv = ["--checkpoint", checkpoint, "--out", out, "--int8"]
+    line = error_line(export.main, argv, capsys)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    return line
 
 
 # Rows whose case needs a real subprocess: the named test checks the line against the table.
