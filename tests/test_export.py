@@ -251,3 +251,20 @@ def test_ensemble_file_mixes_onnx_and_checkpoint_members(
         [(m.model, w) for m, w in zip(plain, (2.0, 1.0), strict=True)], tta="hflip"
     ).logits(frames)
     torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
+
+
+def test_segmenter_runs_an_exported_ensemble_as_its_checkpoints(
+    exported: dict[str, Path], checkpoints: list[Path]
+) -> None:
+    """segment.py's Segmenter takes the .onnx (hflip inside) like the checkpoints, at any frame size,
+    and refuses views the graph cannot take with a one-line error."""
+    from inference.segmenter import Segmenter
+
+    image = synthetic_frames(1, seed=4)[0, 0][::2, ::2].copy()  # 320 x 200: resized in, and back
+    graph = Segmenter.from_checkpoints([exported["ens"]], tta="hflip", gpu="cpu")(image)
+    torch_ = Segmenter.from_checkpoints(checkpoints, tta="hflip", gpu="cpu")(image)
+    assert graph.mask.shape == (200, 320)
+    assert (graph.mask == torch_.mask).mean() >= 0.999
+    assert "onnxruntime: 1 exported graph" in Segmenter.from_checkpoints([exported["ens"]], gpu="cpu").runtime
+    with pytest.raises(InputError, match="already averages the hflip views"):
+        Segmenter.from_checkpoints([exported["ens"]], tta="none", gpu="cpu")
