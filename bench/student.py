@@ -50,13 +50,16 @@ TEACHER = "teacher"  # the demo's ensemble: 2 cpu_fast members x hflip, as predi
 
 # name -> (config, --set overrides). Unet decoders on tiny timm encoders; "ritnet_size" is the
 # RITnet-sized reference: ~0.25M parameters at full resolution, as RITnet runs.
+_FPN = "network_params={decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}"
 CANDIDATES: dict[str, tuple[Path, list[str]]] = {
     "ritnet_size": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=1.0"]),
-    "lcnet035_s05": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.5"]),
-    "lcnet050_s05": (STUDENT, ["encoder=tu-lcnet_050", "input.scale=0.5"]),
-    "mnv3s050_s05": (STUDENT, ["encoder=tu-mobilenetv3_small_050", "input.scale=0.5"]),
-    "mnv3s050_s04": (STUDENT, ["encoder=tu-mobilenetv3_small_050", "input.scale=0.4"]),
-    "mnv2_035_s05": (STUDENT, ["encoder=tu-mobilenetv2_035", "input.scale=0.5"]),
+    "unet_lcnet035_s04": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.4"]),
+    "unet_mnv3s050_s05": (STUDENT, ["encoder=tu-mobilenetv3_small_050", "input.scale=0.5"]),
+    "fpn_lcnet035_s04": (STUDENT, ["network=fpn", "encoder=tu-lcnet_035", "input.scale=0.4", _FPN]),
+    "fpn_mnv3s050_s05": (
+        STUDENT,
+        ["network=fpn", "encoder=tu-mobilenetv3_small_050", "input.scale=0.5", _FPN],
+    ),
     "student": (STUDENT, []),
     "cpu_fast": (TEACHER_CONFIG, []),
     TEACHER: (TEACHER_CONFIG, []),
@@ -111,10 +114,29 @@ def _median_ms(run: object, frames: list, runs: int) -> float:
     return statistics.median(times)
 
 
+def _median_cpu_ms(run: object, frames: list, runs: int) -> float:
+    """Median process CPU time of one call: robust to other jobs on the machine (one thread, no spinning)."""
+    for frame in frames[:3]:
+        run(frame)
+    times = []
+    for i in range(runs):
+        start = time.process_time()
+        run(frames[i % len(frames)])
+        times.append((time.process_time() - start) * 1000)
+    return statistics.median(times)
+
+
 def time_model(model: nn.Module, threads: int, runs: int) -> dict[str, float]:
-    """Batch-1 median ms/frame with onnxruntime (model exported here) and with PyTorch."""
+    """Batch-1 median ms/frame with onnxruntime (model exported here) and with PyTorch.
+
+    Wall-clock with `threads` threads (the target), and CPU time on one thread (the figure that
+    stays put while other jobs share the machine).
+    """
     import numpy as np
     import onnxruntime as ort
+
+    from inference.hardware import channels_last_choice
+    from models.zoo import SegmentationModel
 
     torch.set_num_threads(threads)
     generator = np.random.default_rng(0)
@@ -131,10 +153,22 @@ def time_model(model: nn.Module, threads: int, runs: int) -> dict[str, float]:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         ort_ms = _median_ms(lambda frame: session.run(None, {"frames": frame}), frames, runs)
         reference = session.run(None, {"frames": frames[0]})[0]
+        options.intra_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        single = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        ort_cpu1 = _median_cpu_ms(lambda frame: single.run(None, {"frames": frame}), frames, runs)
     with torch.inference_mode():
         expected = model(torch.from_numpy(frames[0])).numpy()
+        # PyTorch as the engine runs it here: NHWC where inference.hardware chooses it (x86).
+        if channels_last_choice("auto", torch.device("cpu")).value:
+            for member in model.modules():
+                if isinstance(member, SegmentationModel):
+                    member.to_channels_last()
         torch_ms = _median_ms(lambda frame: model(torch.from_numpy(frame)), frames, runs)
-    return {"ort_ms": ort_ms, "torch_ms": torch_ms, "max_abs_diff": float(abs(reference - expected).max())}
+        torch.set_num_threads(1)
+        torch_cpu1 = _median_cpu_ms(lambda frame: model(torch.from_numpy(frame)), frames, runs)
+    return {"ort_ms": ort_ms, "ort_cpu1_ms": ort_cpu1, "torch_ms": torch_ms, "torch_cpu1_ms": torch_cpu1,
+            "max_abs_diff": float(abs(reference - expected).max())}  # fmt: skip
 
 
 def _child(name: str, checkpoints: dict[str, list[Path]], threads: int, runs: int) -> None:
@@ -161,13 +195,17 @@ def _parse_checkpoints(items: list[str]) -> dict[str, list[Path]]:
     for item in items:
         name, _, path = item.partition("=")
         if name not in CANDIDATES or not path:
-            raise SystemExit(f"error: --checkpoint expects NAME=PATH with NAME one of {sorted(CANDIDATES)}, got {item!r}")
+            raise SystemExit(
+                f"error: --checkpoint expects NAME=PATH with NAME one of {sorted(CANDIDATES)}, got {item!r}"
+            )
         found.setdefault(name, []).append(Path(path))
     return found
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="all", help=f"all, or a comma list of {', '.join(CANDIDATES)}")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="trained weights for a model (repeat NAME=PATH for the teacher's members)")  # fmt: skip
@@ -184,13 +222,23 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"error: unknown model(s) {unknown}; known: {sorted(CANDIDATES)}")
     info = machine_info()
-    print(f"# bench.student: {info.get('cpu', '')}; {args.threads} threads, batch 1, 400x640 output, median of {args.runs}")
-    print("| model | params | ORT ms native | ORT ms AVX2-env | torch ms native | torch ms AVX2 | frames/s (ORT native) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"# bench.student: {info.get('cpu', '')}; {args.threads} threads, batch 1, 400x640 output, median of {args.runs}"
+    )
+    print(f"wall: {args.threads} threads, ms/frame; cpu1: CPU ms/frame on 1 thread (holds under contention)")
+    print(
+        "| model | params | ORT wall native | ORT wall AVX2-env | ORT cpu1 native | ORT cpu1 AVX2-env "
+        "| torch wall native | torch wall AVX2 | torch cpu1 native | torch cpu1 AVX2 | frames/s (ORT wall native) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         native, avx2 = _run_child(name, args, avx2=False), _run_child(name, args, avx2=True)
-        print(f"| {name} | {native['params'] / 1e6:.3f}M | {native['ort_ms']:.1f} | {avx2['ort_ms']:.1f} | "
-              f"{native['torch_ms']:.1f} | {avx2['torch_ms']:.1f} | {1000 / native['ort_ms']:.0f} |", flush=True)  # fmt: skip
+        cells = [native["ort_ms"], avx2["ort_ms"], native["ort_cpu1_ms"], avx2["ort_cpu1_ms"], native["torch_ms"],
+                 avx2["torch_ms"], native["torch_cpu1_ms"], avx2["torch_cpu1_ms"]]  # fmt: skip
+        row = " | ".join(f"{cell:.1f}" for cell in cells)
+        print(
+            f"| {name} | {native['params'] / 1e6:.3f}M | {row} | {1000 / native['ort_ms']:.0f} |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ def read_probs(path: Path, num_classes: int) -> np.ndarray:
         raise InputError(f"not a readable teacher probability file ({type(exc).__name__})", path) from None
     expected = (num_classes, IMAGE_HEIGHT, IMAGE_WIDTH)
     if probs.dtype != np.uint8 or probs.shape != expected:
-        raise InputError(f"expected uint8 probabilities of shape {expected}, got {probs.dtype} {probs.shape}", path)
+        raise InputError(
+            f"expected uint8 probabilities of shape {expected}, got {probs.dtype} {probs.shape}", path
+        )
     return probs
 
 
@@ -77,7 +79,13 @@ def teacher_manifest(
     keys: list[str], trained_on: list[str], checkpoints: list[dict], tta: str, num_classes: int
 ) -> dict:
     """The teacher.json content."""
-    return {"keys": keys, "trained_on": trained_on, "checkpoints": checkpoints, "tta": tta, "num_classes": num_classes}
+    return {
+        "keys": keys,
+        "trained_on": trained_on,
+        "checkpoints": checkpoints,
+        "tta": tta,
+        "num_classes": num_classes,
+    }
 
 
 def read_teacher_manifest(teacher_dir: Path) -> dict:
@@ -85,7 +93,8 @@ def read_teacher_manifest(teacher_dir: Path) -> dict:
     path = Path(teacher_dir) / TEACHER_MANIFEST
     if not path.is_file():
         raise InputError(
-            f"not a teacher folder: no {TEACHER_MANIFEST} (make one with predict_ensemble.py --probs-dir)", teacher_dir
+            f"not a teacher folder: no {TEACHER_MANIFEST} (make one with predict_ensemble.py --probs-dir)",
+            teacher_dir,
         )
     try:
         manifest = json.loads(path.read_text())
@@ -93,7 +102,9 @@ def read_teacher_manifest(teacher_dir: Path) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"malformed teacher manifest ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(classes, int) or classes < 2:
-        raise InputError(f"malformed teacher manifest: 'num_classes' must be an integer >= 2, got {classes!r}", path)
+        raise InputError(
+            f"malformed teacher manifest: 'num_classes' must be an integer >= 2, got {classes!r}", path
+        )
     for field, values in (("keys", keys), ("trained_on", trained_on)):
         if not isinstance(values, list):
             raise InputError(f"malformed teacher manifest: '{field}' must be a list of frame keys", path)

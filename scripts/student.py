@@ -95,7 +95,16 @@ def export_and_segment(student: Path, data: Path, out: Path) -> str:
     onnx = out / "student.onnx"
     stage("export", "export.py", "--checkpoint", student, "--out", onnx, "--tta", "none")
     video = write_video(data, out / "video.mp4")
-    command = [sys.executable, "segment.py", "--checkpoints", str(onnx), "--input", str(video), "--out", str(out / "segment")]
+    command = [
+        sys.executable,
+        "segment.py",
+        "--checkpoints",
+        str(onnx),
+        "--input",
+        str(video),
+        "--out",
+        str(out / "segment"),
+    ]
     print(f"\n==> [segment] {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -116,7 +125,9 @@ def parameters(checkpoint: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("student"))
     parser.add_argument("--data-dir", type=Path, help="OpenEDS-layout data with test.txt and its ground truth "
                         "(default: demo/data if make demo made it, else synthetic data generated in OUT/data)")  # fmt: skip
@@ -144,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     common = ["--config", args.config, "--data-dir", data, "--folds-dir", folds, "--fold", args.fold,
               "--output-dir", out / "runs", "--resume", "auto"]  # fmt: skip
     stage("distilled student", "train.py", *common, "--name", "student_distilled", "--teacher", ensemble)
-    stage("labels-only student", "train.py", *common, "--name", "student_labels", "--epochs", labels_only_epochs)
+    stage(
+        "labels-only student", "train.py", *common, "--name", "student_labels", "--epochs", labels_only_epochs
+    )
     runs = {
         "teacher ensemble": (list(teacher), "hflip"),
         "distilled student": ([out / "runs" / "student_distilled" / f"fold_{args.fold}" / "best.pt"], "none"),
@@ -157,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + "=" * 72)
     print("OpenEDS-Seg student summary (test frames, --min-area auto)")
     print(f"  {'model':<20} {'params':>9} {'views':>6} {'test mIoU':>10} {'training':>10}")
-    trained = {"distilled student": times.get("distilled student"), "labels-only student": times.get("labels-only student")}
+    trained = {
+        "distilled student": times.get("distilled student"),
+        "labels-only student": times.get("labels-only student"),
+    }
     for name, (paths, tta) in runs.items():
         params = sum(parameters(path) for path in paths)
         seconds = trained.get(name)

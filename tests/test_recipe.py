@@ -301,12 +301,14 @@ RUNNABLE = [
     "viz/contact_sheet.py",
     "utils/submission.py",
     "scripts/demo.py",
+    "scripts/student.py",
     "bench/run_all.py",
     "bench/train.py",
     "bench/infer.py",
     "bench/memory.py",
     "bench/recipe_search.py",
     "bench/step.py",
+    "bench/student.py",
 ]
 
 

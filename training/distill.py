@@ -77,10 +77,14 @@ def cache_teacher(
     """
     unlabeled = Path(folds_dir) / UNLABELED_LIST
     if not unlabeled.is_file():
-        raise InputError(f"no {UNLABELED_LIST}: create folds first (python -m dataset.create_kfolds)", unlabeled)
+        raise InputError(
+            f"no {UNLABELED_LIST}: create folds first (python -m dataset.create_kfolds)", unlabeled
+        )
     spec = read_ensemble_file(ensemble)
     members = load_members(spec, ensemble)
-    labeled = OpenEDSIndex.from_dir(data_dir).labeled_keys() if any(m.trained_on is None for m in members) else []
+    labeled = (
+        OpenEDSIndex.from_dir(data_dir).labeled_keys() if any(m.trained_on is None for m in members) else []
+    )
     trained_on = trained_on_union([member.trained_on for member in members], labeled)
     candidates = read_sample_list(unlabeled)
     keys = leak_free_keys(candidates, trained_on, val_keys)
@@ -103,7 +107,8 @@ def load_teacher(folder: Path, val_keys: list[str], labeled: set[str], num_class
     manifest = read_teacher_manifest(folder)
     if manifest["num_classes"] != num_classes:
         raise InputError(
-            f"the teacher predicts {manifest['num_classes']} classes, the student's config {num_classes}", folder
+            f"the teacher predicts {manifest['num_classes']} classes, the student's config {num_classes}",
+            folder,
         )
     candidates = [key for key in manifest["keys"] if key not in labeled]
     keys = leak_free_keys(candidates, manifest["trained_on"], val_keys)
