@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher-checkpoints", type=Path, nargs="+", help="the teacher ensemble's members")
     parser.add_argument("--config", type=Path, default=STUDENT_CONFIG, help="the student's config")
     parser.add_argument("--fold", type=int, default=0, help="student fold (by sequence)")
+    parser.add_argument("--folds", type=int, default=5, help="student folds (by sequence)")
     args = parser.parse_args(argv)
     out, start = args.out, time.perf_counter()
     data = args.data_dir or (Path("demo/data") if is_complete(Path("demo/data")) else out / "data")
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     members = "".join(f"  - {{checkpoint: {Path(path).resolve()}, weight: 1.0}}\n" for path in teacher)
     ensemble.write_text(f"tta: hflip\nmembers:\n{members}")
     folds = out / "folds"
-    stage("student folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", 5, "--by", "sequence",
+    stage("student folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", args.folds, "--by", "sequence",
           "--out-dir", folds, "--exclude", data / "test.txt")  # fmt: skip
 
     config = load_config(args.config)

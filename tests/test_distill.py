@@ -205,3 +205,27 @@ def test_student_config_loads_and_sets_the_distill_keys() -> None:
     config = load_config(ROOT / "configs" / "student.yaml")
     assert (config.network, config.in_channels, config.num_classes) == ("unet", 1, 4)
     assert config.distill.temperature > 0 and 0 < config.distill.share < 1
+
+
+@pytest.mark.slow
+def test_make_student_pipeline_scores_teacher_and_both_students(tmp_path: Path) -> None:
+    """scripts/student.py end to end on a small synthetic set: tiny config, a random-init tiny teacher."""
+    data = tmp_path / "data"
+    run_script("-m", "dataset.synthetic", "--out", data, "--sequences", 4, "--frames", 12, "--label-every", 3,
+               "--test-per-sequence", 2, "--workers", 1)  # fmt: skip
+    labels = read_sample_list(data / "labels.txt")
+    teacher = [tiny_checkpoint(tmp_path / f"t{seed}.pt", [], seed, labels) for seed in (0, 1)]
+    out = tmp_path / "student"
+    proc = run_script("-m", "scripts.student", "--out", out, "--data-dir", data, "--config", TINY, "--folds", 2,
+                      "--teacher-checkpoints", *teacher, timeout=900)  # fmt: skip
+    for name in ("teacher", "distilled", "labels-only"):
+        assert json.loads((out / "metrics" / f"{name}.json").read_text())["n_images"] == 8, name
+    # Same compute: the labels-only student ran epochs / (1 - distill.share) epochs.
+    epochs = load_config(TINY).optimizer.schedule.epochs
+    assert load_checkpoint(out / "runs" / "student_labels" / "fold_0" / "last.pt")["epoch"] == 2 * epochs
+    summary = proc.stdout.split("OpenEDS-Seg student summary", 1)[1]
+    assert (
+        "teacher ensemble" in summary and "distilled student" in summary and "labels-only student" in summary
+    )
+    if not (ROOT / "export.py").is_file():
+        assert "skipped export + segment" in summary
