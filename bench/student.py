@@ -51,6 +51,7 @@ TEACHER = "teacher"  # the demo's ensemble: 2 cpu_fast members x hflip, as predi
 # name -> (config, --set overrides). Unet decoders on tiny timm encoders; "ritnet_size" is the
 # RITnet-sized reference: ~0.25M parameters at full resolution, as RITnet runs.
 _FPN = "network_params={decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}"
+_D16 = "network_params={decoder_channels: [32, 16, 16, 16, 16]}"  # 16: onnxruntime's AVX-512 channel block
 CANDIDATES: dict[str, tuple[Path, list[str]]] = {
     "ritnet_size": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=1.0"]),
     "unet_lcnet035_s04": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.4"]),
@@ -60,6 +61,19 @@ CANDIDATES: dict[str, tuple[Path, list[str]]] = {
         STUDENT,
         ["network=fpn", "encoder=tu-mobilenetv3_small_050", "input.scale=0.5", _FPN],
     ),
+    "unet_lcnet035_s05_d16": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.5", _D16]),
+    "unet_lcnet035_s03_d16": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.3", _D16]),
+    "unet_lcnet035_s025_d16": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.25", _D16]),
+    "unet_mnv3s050_s04_d16": (STUDENT, ["encoder=tu-mobilenetv3_small_050", _D16]),
+    "dlv3p_mnv3s050_s05": (
+        STUDENT,
+        [
+            "network=deeplabv3plus",
+            "encoder=tu-mobilenetv3_small_050",
+            "input.scale=0.5",
+            "network_params={decoder_channels: 32, encoder_output_stride: 16}",
+        ],
+    ),  # fmt: skip
     "student": (STUDENT, []),
     "cpu_fast": (TEACHER_CONFIG, []),
     TEACHER: (TEACHER_CONFIG, []),
