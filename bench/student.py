@@ -51,7 +51,7 @@ TEACHER = "teacher"  # the demo's ensemble: 2 cpu_fast members x hflip, as predi
 # name -> (config, --set overrides). Unet decoders on tiny timm encoders; "ritnet_size" is the
 # RITnet-sized reference: ~0.25M parameters at full resolution, as RITnet runs.
 _FPN = "network_params={decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}"
-_D16 = "network_params={decoder_channels: [32, 16, 16, 16, 16]}"  # 16: onnxruntime's AVX-512 channel block
+_D16 = "network_params={decoder_channels: [32, 16, 16, 16, 16]}"  # wider last stages than the student
 CANDIDATES: dict[str, tuple[Path, list[str]]] = {
     "ritnet_size": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=1.0"]),
     "unet_lcnet035_s04": (STUDENT, ["encoder=tu-lcnet_035", "input.scale=0.4"]),
@@ -185,6 +185,45 @@ def time_model(model: nn.Module, threads: int, runs: int) -> dict[str, float]:
             "max_abs_diff": float(abs(reference - expected).max())}  # fmt: skip
 
 
+def cache_cost(teacher: list[Path], repeats: int = 6) -> tuple[float, float]:
+    """CPU ms (one thread): a student training step per image (batch 4, forward, backward, AdamW)
+    and the teacher's probabilities per frame (its members x hflip, as the cache computes them).
+
+    What decides caching the teacher against computing it during training: on the fly, every
+    draw of a teacher frame pays the teacher; cached, every frame pays it once.
+    """
+    from config.schema import load_config
+    from inference.engine import EnsemblePredictor
+    from models.checkpoint import model_from_checkpoint
+    from models.zoo import build_model
+    from training.criterion import build_criterion
+
+    torch.set_num_threads(1)
+    config = load_config(STUDENT, ["encoder_weights=null"])
+    student = build_model(config).to_channels_last().train()
+    optimizer = torch.optim.AdamW(student.parameters(), 1e-3)
+    criterion = build_criterion(config)
+    frames = torch.randint(0, 256, (4, 1, 400, 640), dtype=torch.uint8)
+    masks = torch.randint(0, 4, (4, round(400 * config.input.scale), round(640 * config.input.scale)))
+
+    def step() -> None:
+        loss = criterion(student(frames, resize_back=False).float(), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    members = [(model_from_checkpoint(path)[0].to_channels_last(), 1.0) for path in teacher]
+    predictor = EnsemblePredictor(members, tta="hflip")
+    costs = []
+    for run, per in ((step, 4), (lambda: predictor.probabilities(frames[:1]), 1)):
+        run()
+        start = time.process_time()
+        for _ in range(repeats):
+            run()
+        costs.append((time.process_time() - start) / repeats / per * 1000)
+    return costs[0], costs[1]
+
+
 def _child(name: str, checkpoints: dict[str, list[Path]], threads: int, runs: int) -> None:
     model = build_candidate(name, checkpoints)
     result = {"name": name, "params": count_parameters(model), **time_model(model, threads, runs)}
@@ -225,11 +264,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="trained weights for a model (repeat NAME=PATH for the teacher's members)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=40, help="timed frames per model and runtime")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cache-cost", action="store_true",
+        help="instead: CPU ms of a student training step per image vs the teacher per frame (--checkpoint teacher=...)",
+    )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     checkpoints = _parse_checkpoints(args.checkpoint)
     if args.child:
         _child(args.child, checkpoints, args.threads, args.runs)
+        return
+    if args.cache_cost:
+        if TEACHER not in checkpoints:
+            raise SystemExit(
+                "error: --cache-cost needs the teacher's members: --checkpoint teacher=PATH (repeat)"
+            )
+        step_ms, teacher_ms = cache_cost(checkpoints[TEACHER])
+        print(f"student training step: {step_ms:.1f} CPU ms per image (batch 4, 1 thread)")
+        print(
+            f"teacher probabilities: {teacher_ms:.1f} CPU ms per frame ({len(checkpoints[TEACHER])} members x hflip, 1 thread)"
+        )
         return
     names = list(CANDIDATES) if args.models == "all" else args.models.split(",")
     unknown = [name for name in names if name not in CANDIDATES]
