@@ -155,6 +155,9 @@ class Distill(_Strict):
     weight: float = Field(1.0, ge=0)
     # Softmax temperature of both teacher and student in the KL term; 1 = the teacher's probabilities.
     temperature: float = Field(1.0, gt=0)
+    # Weight of the label loss (mask_loss) on the teacher's argmax of its frames, added to the KL
+    # term: the KL weighs every pixel alike, so small classes (the pupil) barely count in it.
+    label_weight: float = Field(0.0, ge=0)
 
 
 class Config(_Strict):

@@ -84,6 +84,24 @@ def test_labelled_frames_get_the_label_loss_only_and_teacher_frames_the_kl_only(
     assert _distilled_loss(criterion, logits, other_masks, other_soft, taught, settings).item() == loss.item()
 
 
+def test_label_weight_adds_the_label_loss_on_the_teachers_argmax() -> None:
+    settings = load_config(TINY, ["distill.label_weight=0.7", "distill.temperature=2"]).distill
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 6, 8, generator=generator)
+    soft = _soft(torch.randn(2, 4, 12, 16, generator=generator).mul(3).softmax(1))  # the teacher at full size
+    soft[1, :, :, 8:] = 0  # moved in by an augmentation: no label there
+    taught = torch.tensor([True, True])
+    masks = torch.full((2, 6, 8), 255)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
+    # The teacher's argmax at the student's size, by hand: 2x2 means of the probabilities.
+    pooled = soft.float().view(2, 4, 6, 2, 8, 2).mean(dim=(3, 5))
+    hard = pooled.argmax(1).masked_fill(pooled.sum(1) <= 127.5, 255)
+    assert (hard[1, :, 4:] == 255).all() and (hard[0] != 255).all()
+    expected = distillation_loss(logits, soft, 2.0) + 0.7 * criterion(logits, hard)
+    loss = _distilled_loss(criterion, logits, masks, soft, taught, settings)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -91,6 +109,7 @@ def test_labelled_frames_get_the_label_loss_only_and_teacher_frames_the_kl_only(
         ("distill.temperature=0", "distill.temperature"),
         ("distill.share=1", "distill.share"),
         ("distill.weight=-1", "distill.weight"),
+        ("distill.label_weight=-1", "distill.label_weight"),
     ],
 )
 def test_bad_distill_keys_are_refused_naming_the_key(override: str, needle: str) -> None:
@@ -185,7 +204,12 @@ def test_train_with_a_teacher_folder_distils_on_the_leak_free_frames_only(distil
     payload = load_checkpoint(distilled["root"] / "a" / "tiny" / "fold_0" / "last.pt")
     # The student learnt second-hand what the teacher learnt: its trained_on says so.
     assert payload["trained_on"] == distilled["trained_on"]
-    assert payload["config"]["distill"] == {"share": 0.5, "weight": 1.0, "temperature": 1.0}
+    assert payload["config"]["distill"] == {
+        "share": 0.5,
+        "weight": 1.0,
+        "temperature": 1.0,
+        "label_weight": 0.0,
+    }
 
 
 @pytest.mark.slow

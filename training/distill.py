@@ -39,7 +39,15 @@ from inference.pseudo_keys import leak_free_keys
 from inference.teacher import probs_relpath, read_probs, read_teacher_manifest
 from utils.errors import InputError
 
-__all__ = ["Teacher", "load_teacher", "cache_teacher", "TeacherDataset", "distillation_loss", "PROB_FLOOR"]
+__all__ = [
+    "Teacher",
+    "load_teacher",
+    "cache_teacher",
+    "TeacherDataset",
+    "distillation_loss",
+    "teacher_labels",
+    "PROB_FLOOR",
+]
 
 PROB_FLOOR = 1.0 / 510  # half a uint8 step: what a stored 0 stands for
 
@@ -148,6 +156,13 @@ class TeacherDataset(Dataset):
         mask = torch.full((height, width), IGNORE_INDEX, dtype=torch.long)
         soft_t = torch.from_numpy(np.ascontiguousarray(soft))
         return {**item, "mask": mask, "soft": soft_t, "distill": True, "pseudo": False}
+
+
+def teacher_labels(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The teacher's class map (B, h, w) at the student's size; IGNORE_INDEX where it has no probabilities."""
+    target = F.interpolate(soft.float(), size=size, mode="area") if soft.shape[-2:] != size else soft.float()
+    labels = target.argmax(dim=1)
+    return labels.masked_fill(target.sum(dim=1) <= 127.5, IGNORE_INDEX)
 
 
 def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dataset.openeds import IGNORE_INDEX
 from evaluation.metrics import SegmentationMeter
 from inference.engine import EnsemblePredictor
 from inference.runtime import autocast_context
-from training.distill import distillation_loss
+from training.distill import distillation_loss, teacher_labels
 from utils import distributed
 
 __all__ = ["TrainingDiverged", "EpochStats", "train_one_epoch", "evaluate"]
@@ -62,8 +62,11 @@ def _distilled_loss(
     if not taught.all():
         loss = loss + (1 - share) * criterion(logits[~taught], masks[~taught])
     if taught.any():
-        kl = distillation_loss(logits[taught], soft[taught], settings.temperature)
-        loss = loss + share * settings.weight * kl
+        term = settings.weight * distillation_loss(logits[taught], soft[taught], settings.temperature)
+        if settings.label_weight:
+            hard = teacher_labels(soft[taught], tuple(logits.shape[-2:]))
+            term = term + settings.label_weight * criterion(logits[taught], hard)
+        loss = loss + share * term
     return loss
 
 
