@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data/synthetic
 JOBS ?= 2
 
-.PHONY: setup test test-fast demo bench bench-segment lint format contact-sheet clean
+.PHONY: setup test test-fast demo student bench bench-segment bench-student lint format contact-sheet clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,15 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo --out demo
+
+# Teacher ensemble (make demo's, if there) -> distilled student -> labels-only student -> test
+# mIoU of all three -> export.py -> segment.py on a synthetic video (scripts/student.py).
+student: $(STAMP)
+	$(PY) -m scripts.student --out student
+
+# Student latency: parameters, ms/frame with onnxruntime and PyTorch, native and AVX2-limited.
+bench-student: $(STAMP)
+	$(PY) -m bench.student
 
 # Natively, then limited to AVX2 as most users' CPUs are (BENCHMARKS.md, "Every CPU").
 bench: $(STAMP)
@@ -50,4 +59,4 @@ contact-sheet: $(STAMP)
 
 # Not runs/: it holds users' trained models.
 clean:
-	rm -rf demo preds pseudo report .pytest_cache
+	rm -rf demo student preds pseudo report .pytest_cache

@@ -4,6 +4,9 @@
         --ensemble configs/ensemble.yaml --submission preds/submission.json
     python predict_ensemble.py --data-dir D --label-file D/unlabeled.txt --pseudo-dir pseudo \\
         --checkpoints runs/a/fold_0/best.pt runs/a/fold_1/best.pt --threshold 0.9 --min-confident 0.95
+    # a teacher for train.py --teacher: the ensemble's class probabilities of the unlabeled frames
+    python predict_ensemble.py --data-dir D --label-file D/unlabeled.txt --probs-dir teacher \\
+        --checkpoints runs/a/fold_0/best.pt runs/a/fold_1/best.pt
     # n GPUs: one process per shard; the last one to finish writes output.txt / pseudo.json
     python predict_ensemble.py ... --shard 0/2 --gpu 0 &  python predict_ensemble.py ... --shard 1/2 --gpu 1
 
@@ -85,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pseudo-dir", type=Path, help="write confidence-filtered pseudo-labels + pseudo.json here"
     )
     parser.add_argument(
+        "--probs-dir",
+        type=Path,
+        help="write the ensemble's class probabilities (uint8, S_k/<n>.npz) + teacher.json here: "
+        "a teacher for train.py --teacher",
+    )
+    parser.add_argument(
         "--threshold", type=float, default=0.9, help="pseudo: min softmax confidence of a kept pixel"
     )
     parser.add_argument(
@@ -106,8 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.save_dir is None and args.pseudo_dir is None:
-        raise InputError("give --save-dir (predictions), --pseudo-dir (pseudo-labels) or both")
+    if args.save_dir is None and args.pseudo_dir is None and args.probs_dir is None:
+        raise InputError("give --save-dir (predictions), --pseudo-dir (pseudo-labels) and/or --probs-dir (a teacher)")
     if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if not (0 < args.threshold <= 1 and 0 <= args.min_confident <= 1):
@@ -142,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         amp_dtype=amp_dtype,
         overwrite=args.overwrite,
         min_area=min_area if any(min_area) else None,
+        probs_dir=args.probs_dir,
     )
     result = run_prediction(job, members)
     if args.save_dir is not None:
@@ -160,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         else:
             print(f"shard {args.shard} done; pseudo.json is written by the shard that completes the list")
+    if args.probs_dir is not None:
+        if result.teacher is not None:
+            print(f"teacher probabilities of {len(keys)} frames (uint8) -> {args.probs_dir}")
+        else:
+            print(f"shard {args.shard} done; teacher.json is written by the shard that completes the list")
 
 
 if __name__ == "__main__":

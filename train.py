@@ -2,6 +2,7 @@
 
     python train.py --config configs/cpu_fast.yaml --data-dir data/synthetic --fold 0
     torchrun --nproc_per_node=2 train.py --config ... --fold 0          # DDP (NCCL / gloo)
+    python train.py --config configs/student.yaml ... --teacher teacher/   # distil a teacher's soft targets
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from inference.runtime import amp_settings, resolve_runtime, select_device
 from models.zoo import build_model
 from training.criterion import build_criterion
 from training.data import build_loaders, fold_keys
+from training.distill import Teacher, cache_teacher, load_teacher
 from training.fit import FoldRun, fit, log
 from training.optim import build_optimizer
 from training.progress import History
@@ -41,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", help="run name (default: the config's file name)")
     parser.add_argument("--resume", help="'auto' (last.pt of this run if any) or a checkpoint path")
     parser.add_argument("--pseudo-dir", type=Path, help="pseudo-labels (from predict_ensemble.py --pseudo-dir)")
+    parser.add_argument(
+        "--teacher", type=Path,
+        help="distil from a teacher: a folder from predict_ensemble.py --probs-dir, or an ensemble YAML "
+        "(its probabilities of the folds dir's unlabeled.txt are cached in <output-dir>/<name>/teacher_fold_<k> first)",
+    )  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: config data.workers)")
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
@@ -58,10 +65,26 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def trained_on_keys(train_keys: list[str], pseudo_dir: Path | None) -> list[str]:
-    """What this run learns from: its labels, and what the models behind its pseudo-labels learned."""
+def trained_on_keys(train_keys: list[str], pseudo_dir: Path | None, teacher: Teacher | None = None) -> list[str]:
+    """What this run learns from: its labels, and what the models behind its pseudo-labels or teacher learned."""
     inherited = read_pseudo_manifest(pseudo_dir)["trained_on"] if pseudo_dir else []
+    inherited += teacher.trained_on if teacher else []
     return sorted(set(train_keys) | set(inherited))
+
+
+def prepare_teacher(args: argparse.Namespace, config: Config, index: OpenEDSIndex, val_keys: list[str],
+                    run_dir: Path, device: torch.device) -> Teacher | None:
+    """--teacher: a cached folder, or an ensemble YAML cached now (rank 0); the leakage rule applied."""
+    if args.teacher is None:
+        return None
+    if args.pseudo_dir is not None:
+        raise InputError("--teacher and --pseudo-dir: give one of them (distil from the ensemble instead of its labels)")
+    folder = args.teacher
+    if args.teacher.is_file():
+        cache = run_dir.parent / f"teacher_fold_{args.fold}"
+        folds_dir = args.folds_dir or args.data_dir
+        folder = distributed.from_main(lambda: cache_teacher(args.teacher, args.data_dir, folds_dir, val_keys, cache, device))
+    return load_teacher(folder, val_keys, index.labeled, config.num_classes)
 
 
 def build_criterion_for(config: Config, source: Path) -> torch.nn.Module:
@@ -99,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     index = OpenEDSIndex.from_dir(args.data_dir)
     train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir, index)
     pseudo_keys = allowed_pseudo_keys(args.pseudo_dir, val_keys) if args.pseudo_dir else None
+    teacher = prepare_teacher(args, config, index, val_keys, run_dir, device)
     seed_everything(config.seed)
     loaders = build_loaders(
-        config, index, train_keys, val_keys, pseudo_dir=args.pseudo_dir, pseudo_keys=pseudo_keys,
+        config, index, train_keys, val_keys, pseudo_dir=args.pseudo_dir, pseudo_keys=pseudo_keys, teacher=teacher,
         workers=config.data.workers if args.workers is None else args.workers, seed=config.seed,
         pin_memory=device.type == "cuda",
     )
@@ -116,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     amp_dtype, use_scaler = amp_settings(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     history = History(run_dir / "history.csv")
-    trained_on = trained_on_keys(train_keys, args.pseudo_dir)
+    trained_on = trained_on_keys(train_keys, args.pseudo_dir, teacher)
     start = start_or_resume(resume_path, run_dir, args.fold, config, trained_on, history, model, optimizer, scheduler, scaler)
     if start.resumed_from is not None:
         log(f"resumed {start.resumed_from} at epoch {start.epoch} (best mIoU {start.best_miou:.4f})")
@@ -128,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         EpochRecorder(run_dir, history, f"{run_dir.parent.name} fold {args.fold}") if distributed.is_main() else None,
     )  # fmt: skip
     del loaders  # the run alone holds the DataLoaders, so a SIGTERM stop can let their workers go
+    if teacher is not None:
+        log(f"teacher {teacher.folder}: {len(teacher.keys)} frames to distil on ({teacher.dropped} dropped by the "
+            f"leakage rule), share {config.distill.share}, weight {config.distill.weight}, temperature {config.distill.temperature}")  # fmt: skip
     log(
         f"fold {args.fold}: {len(train_keys)} train + {len(pseudo_keys or [])} pseudo-labelled frames, "
         f"{len(val_keys)} val, {config.optimizer.schedule.epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"

@@ -146,6 +146,20 @@ class Pseudo(_Strict):
     weight: float = Field(1.0, ge=0)
 
 
+class Distill(_Strict):
+    """Distillation from a teacher's cached soft targets (train.py --teacher)."""
+
+    # Share of each epoch drawn from the teacher's (unlabeled) frames.
+    share: float = Field(0.5, ge=0, lt=1)
+    # Weight of the distillation term (KL at `temperature`, times temperature**2) against the label loss.
+    weight: float = Field(1.0, ge=0)
+    # Softmax temperature of both teacher and student in the KL term; 1 = the teacher's probabilities.
+    temperature: float = Field(1.0, gt=0)
+    # Weight of the label loss (mask_loss) on the teacher's argmax of its frames, added to the KL
+    # term: the KL weighs every pixel alike, so small classes (the pupil) barely count in it.
+    label_weight: float = Field(0.0, ge=0)
+
+
 class Config(_Strict):
     models_zoo: Literal["qubvel", "smp"] = "qubvel"  # the recipe's name for segmentation-models-pytorch
     network: str = "unet"
@@ -172,6 +186,7 @@ class Config(_Strict):
     validation: Validation = Field(default_factory=Validation)
     data: Data = Field(default_factory=Data)
     pseudo: Pseudo = Field(default_factory=Pseudo)
+    distill: Distill = Field(default_factory=Distill)
 
     @field_validator("network")
     @classmethod

@@ -127,9 +127,18 @@ class EnsemblePredictor:
         return mean * self._norm
 
     @torch.inference_mode()
+    def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
+        """Softmax of the weighted mean logits (B, C, H, W) float32 (a teacher's soft targets)."""
+        return self.logits(frames).softmax(dim=1)
+
+    @torch.inference_mode()
     def predict(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class map (B, H, W) uint8 and its softmax confidence (B, H, W) float32."""
-        probs = self.logits(frames).softmax(dim=1)
+        return self.decide(self.probabilities(frames))
+
+    @torch.inference_mode()
+    def decide(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class map and confidence from probabilities (min_area applied when set)."""
         if self.min_area is not None:
             probs = drop_small_classes(probs, self.min_area)
         confidence, labels = probs.max(dim=1)

@@ -52,6 +52,7 @@ from inference.pseudo import (
     trained_on_union,
 )
 from inference.pseudo_keys import PSEUDO_MANIFEST
+from inference.teacher import TEACHER_MANIFEST, probs_relpath, quantize_probs, save_probs, teacher_manifest
 from utils.atomic import atomic_path, remove_stale_temp_files, write_text_atomic
 from utils.errors import InputError
 from utils.submission import write_submission
@@ -147,6 +148,7 @@ class PredictJob:
     amp_dtype: torch.dtype | None = None
     overwrite: bool = False
     min_area: tuple[int, ...] | None = None  # per class; see inference.drop_small_classes
+    probs_dir: Path | None = None  # a teacher's soft targets (inference/teacher.py)
 
 
 @dataclass
@@ -156,6 +158,7 @@ class RunResult:
     output_list: Path | None = None  # output.txt, when every frame of the list is done
     submission: Path | None = None
     manifest: dict[str, Any] | None = None  # pseudo.json content, when every frame is done
+    teacher: dict[str, Any] | None = None  # teacher.json content, when every frame is done
 
 
 # --- output folders: fingerprint, stale content, overwrite --------------------------------------
@@ -178,7 +181,11 @@ def _pseudo_folder(path: Path) -> _Folder:
     return _Folder(path, "pseudo-labels", ("S_*/label_*.npy", JOURNAL_GLOB, PSEUDO_MANIFEST))
 
 
-def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool) -> dict[str, Any]:
+def _probs_folder(path: Path) -> _Folder:
+    return _Folder(path, "teacher probabilities", ("S_*/[0-9]*.npz", TEACHER_MANIFEST))
+
+
+def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool, probs: bool = False) -> dict[str, Any]:
     identity: dict[str, Any] = {
         "members": sorted([member.digest, member.weight] for member in members),
         "tta": job.tta,
@@ -189,7 +196,7 @@ def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool) -> dict[s
     }
     if pseudo:
         identity |= {"threshold": job.pseudo.threshold, "min_confident": job.pseudo.min_confident}
-    if job.min_area is not None and any(job.min_area):
+    if job.min_area is not None and any(job.min_area) and not probs:  # probabilities are taken before it
         identity["min_area"] = list(job.min_area)
     return {"identity": identity, "checkpoints": [member.describe() for member in members]}
 
@@ -286,8 +293,8 @@ def _make_dirs(root: Path, keys: list[str]) -> None:
 
 def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], None] = print) -> RunResult:
     """Predict this shard's frames that are not done yet, then finish the outputs if all shards are."""
-    if job.save_dir is None and job.pseudo is None:
-        raise InputError("nothing to write: give a save dir and/or a pseudo-label dir")
+    if job.save_dir is None and job.pseudo is None and job.probs_dir is None:
+        raise InputError("nothing to write: give a save dir, a pseudo-label dir and/or a probabilities dir")
     if job.submission is not None and job.save_dir is None:
         raise InputError("--submission needs --save-dir (it encodes the saved .npy files)")
     index, count = job.shard
@@ -312,6 +319,11 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
         if job.save_dir is not None and pseudo_dir.resolve() == job.save_dir.resolve():
             raise InputError("the pseudo-label dir must differ from the save dir", pseudo_dir)
         folders.append((_pseudo_folder(pseudo_dir), _fingerprint(job, members, pseudo=True)))
+    if job.probs_dir is not None:
+        others = [path.resolve() for path in (job.data_dir, job.save_dir, job.pseudo and job.pseudo.out_dir) if path]
+        if job.probs_dir.resolve() in others:
+            raise InputError("the probabilities dir must differ from the data, save and pseudo-label dirs", job.probs_dir)
+        folders.append((_probs_folder(job.probs_dir), _fingerprint(job, members, pseudo=False, probs=True)))
     for folder, fingerprint in folders:  # all checks first: nothing is written if one fails
         _check_folder(folder, fingerprint, job.overwrite)
     for folder, fingerprint in folders:
@@ -321,6 +333,7 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
     finals = [job.save_dir / OUTPUT_LIST] if job.save_dir is not None else []
     finals += [job.submission] if job.submission is not None else []
     finals += [manifest_path(job.pseudo.out_dir)] if job.pseudo is not None else []
+    finals += [job.probs_dir / TEACHER_MANIFEST] if job.probs_dir is not None else []
     for final in finals:
         final.unlink(missing_ok=True)
 
@@ -337,14 +350,17 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
             record.kept and not is_complete_mask(job.pseudo.out_dir / label_relpath(key))
         )
 
-    pending = [key for key in shard_keys if needs_prediction(key) or needs_pseudo(key)]
+    def needs_probs(key: str) -> bool:
+        return job.probs_dir is not None and not (job.probs_dir / probs_relpath(key)).is_file()
+
+    pending = [key for key in shard_keys if needs_prediction(key) or needs_pseudo(key) or needs_probs(key)]
     done = len(shard_keys) - len(pending)
     shard_note = f" (shard {index}/{count})" if count > 1 else ""
     log(
         f"{len(pending)} frames to predict{shard_note}, {done} already done; {len(members)} models, tta {job.tta}"
     )
     if pending:
-        _predict_pending(job, members, pending, needs_prediction, needs_pseudo)
+        _predict_pending(job, members, pending, needs_prediction, needs_pseudo, needs_probs)
     result = _finish(job, members)
     result.predicted, result.skipped_done = len(pending), done
     return result
@@ -356,6 +372,7 @@ def _predict_pending(
     pending: list[str],
     needs_prediction: Callable[[str], bool],
     needs_pseudo: Callable[[str], bool],
+    needs_probs: Callable[[str], bool],
 ) -> None:
     predictor = build_predictor(members, job.tta, job.device, job.amp_dtype, job.min_area)
     dataset = _FramesOrError(UnlabeledDataset(job.data_dir, pending))
@@ -365,6 +382,9 @@ def _predict_pending(
     # Which outputs each frame needs is decided before the loop: the checks stat files.
     want_pred = {key for key in pending if needs_prediction(key)}
     want_pseudo = {key for key in pending if needs_pseudo(key)}
+    want_probs = {key for key in pending if needs_probs(key)}
+    if job.probs_dir is not None:
+        _make_dirs(job.probs_dir, sorted(want_probs))
     if job.save_dir is not None:
         _make_dirs(job.save_dir, sorted(want_pred))
     journal = None
@@ -386,7 +406,11 @@ def _predict_pending(
                 continue
             names = [batch["name"][i] for i in good]
             images = batch["image"] if len(good) == len(batch["error"]) else batch["image"][good]
-            labels, confidence = predictor.predict(images)
+            probs = predictor.probabilities(images)
+            labels, confidence = predictor.decide(probs)
+            for key, frame_probs in zip(names, probs, strict=True):
+                if key in want_probs:
+                    save_probs(job.probs_dir / probs_relpath(key), quantize_probs(frame_probs))
             if want_pred:
                 for key, mask in zip(names, labels.cpu().numpy(), strict=True):
                     if key in want_pred:
@@ -437,4 +461,13 @@ def _finish(job: PredictJob, members: list[Member]) -> RunResult:
             )
             write_text_atomic(manifest_path(job.pseudo.out_dir), json.dumps(manifest, indent=1) + "\n")
             result.manifest = manifest
+    if job.probs_dir is not None and all((job.probs_dir / probs_relpath(key)).is_file() for key in job.keys):
+        labeled = []
+        if any(member.trained_on is None for member in members):
+            labeled = OpenEDSIndex.from_dir(job.data_dir).labeled_keys()
+        result.teacher = teacher_manifest(
+            job.keys, trained_on_union([member.trained_on for member in members], labeled),
+            [member.describe() for member in members], job.tta, members[0].config.num_classes,
+        )  # fmt: skip
+        write_text_atomic(job.probs_dir / TEACHER_MANIFEST, json.dumps(result.teacher, indent=1) + "\n")
     return result

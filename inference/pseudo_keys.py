@@ -19,7 +19,7 @@ from pathlib import Path
 from dataset.openeds import parse_sample_name
 from utils.errors import InputError
 
-__all__ = ["read_pseudo_manifest", "allowed_pseudo_keys", "PSEUDO_MANIFEST"]
+__all__ = ["read_pseudo_manifest", "allowed_pseudo_keys", "leak_free_keys", "PSEUDO_MANIFEST"]
 
 PSEUDO_MANIFEST = "pseudo.json"
 
@@ -46,9 +46,18 @@ def read_pseudo_manifest(pseudo_dir: Path) -> dict:
     return manifest
 
 
+def leak_free_keys(keys: list[str], trained_on: list[str], val_keys: list[str]) -> list[str]:
+    """`keys` minus every frame of a sequence holding a val key that the producing models trained on.
+
+    The rule for anything a fold learns from other models' outputs: pseudo-labels, and a
+    teacher's soft targets (train.py --teacher).
+    """
+    seen = set(trained_on)
+    leaked_sequences = {parse_sample_name(key)[0] for key in val_keys if key in seen}
+    return [key for key in keys if parse_sample_name(key)[0] not in leaked_sequences]
+
+
 def allowed_pseudo_keys(pseudo_dir: Path, val_keys: list[str]) -> list[str]:
     """The manifest's keys minus the frames the leakage rule excludes for these val keys."""
     manifest = read_pseudo_manifest(pseudo_dir)
-    trained_on = set(manifest["trained_on"])
-    leaked_sequences = {parse_sample_name(key)[0] for key in val_keys if key in trained_on}
-    return [key for key in manifest["keys"] if parse_sample_name(key)[0] not in leaked_sequences]
+    return leak_free_keys(manifest["keys"], manifest["trained_on"], val_keys)

@@ -302,6 +302,7 @@ RUNNABLE = [
     "viz/contact_sheet.py",
     "utils/submission.py",
     "scripts/demo.py",
+    "scripts/student.py",
     "bench/run_all.py",
     "bench/train.py",
     "bench/infer.py",
@@ -310,6 +311,7 @@ RUNNABLE = [
     "bench/recipe_search.py",
     "bench/step.py",
     "bench/segment.py",
+    "bench/student.py",
 ]
 
 

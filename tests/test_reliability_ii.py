@@ -679,6 +679,20 @@ def _pseudo_key(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     return error_line(train.main, train_argv(data, tmp_path / "runs", "--pseudo-dir", pseudo), capsys)
 
 
+@case("teacher that leaks in every sequence")
+def _teacher_leak(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    val = read_sample_list(data / "fold_0_val.txt")
+    sequences = sorted({key.split("/")[0] for key in val})
+    keys = [f"{sequence}/0" for sequence in sequences]  # unlabeled frames (labels sit at n % 3 == 1)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    manifest = {"keys": keys, "trained_on": val, "checkpoints": [], "tta": "none", "num_classes": 4}
+    (teacher / "teacher.json").write_text(json.dumps(manifest))
+    line = error_line(train.main, train_argv(data, tmp_path / "runs", "--teacher", teacher), capsys)
+    assert not (tmp_path / "runs").exists()
+    return line
+
+
 def _disk_full(*args: object, **kwargs: object) -> None:
     handle = args[1] if len(args) > 1 and hasattr(args[1], "write") else args[0]
     handle.write(b"partial")  # type: ignore[union-attr]

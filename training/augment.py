@@ -57,6 +57,9 @@ def build_train_transform(cfg: Input, source: object = "config") -> A.Compose:
 class AugmentedDataset(Dataset):
     """Wrap a dataset of {"image" (1,H,W) uint8, "mask" (H,W), ...} tensors with an augmentation.
 
+    A teacher frame's "soft" (C,H,W) uint8 probabilities ("distill": True) get the geometric
+    transforms of the mask (nearest-neighbour, as albumentations moves masks).
+
     `channels` 3: augment the gray frame copied to 3 channels; the image comes out (3, H, W).
     """
 
@@ -75,8 +78,13 @@ class AugmentedDataset(Dataset):
         image = item["image"][0].numpy()
         if self.channels == 3:
             image = np.repeat(image[:, :, None], 3, axis=2)
-        out = self.transform(image=image, mask=item["mask"].numpy().astype(np.uint8))
+        targets = {"mask": item["mask"].numpy().astype(np.uint8)}
+        if item.get("distill"):  # a teacher's soft targets move with the frame, as masks do
+            targets["masks"] = list(item["soft"].numpy())
+        out = self.transform(image=image, **targets)
         image = np.ascontiguousarray(out["image"])
         item["image"] = torch.from_numpy(image.transpose(2, 0, 1).copy() if image.ndim == 3 else image[None])
         item["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        if item.get("distill"):
+            item["soft"] = torch.from_numpy(np.ascontiguousarray(np.stack(out["masks"])))
         return item

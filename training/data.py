@@ -1,4 +1,4 @@
-"""Training and validation DataLoaders for one fold (plus pseudo-labelled frames if given).
+"""Training and validation DataLoaders for one fold (plus pseudo-labelled or teacher frames if given).
 
 Shuffling is seeded by (seed, epoch), and augmentation by (seed, epoch, sample), so the
 data seen in epoch e is the same in an uninterrupted and in a resumed run, on any number of
@@ -17,6 +17,7 @@ from config.schema import Config
 from dataset.create_kfolds import fold_files
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
 from training.augment import AugmentedDataset, build_train_transform
+from training.distill import Teacher, TeacherDataset
 from training.preflight import check_fold_lists, check_frames
 from training.shutdown import ignore_sigterm
 from training.state import derive_seed
@@ -47,16 +48,24 @@ def fold_keys(
 
 
 class _Tagged(Dataset):
-    """Adds a boolean 'pseudo' field so the loss can weight pseudo-labelled samples."""
+    """Adds a boolean 'pseudo' field so the loss can weight pseudo-labelled samples.
 
-    def __init__(self, base: Dataset, pseudo: bool) -> None:
-        self.base, self.pseudo = base, pseudo
+    `soft_classes`: a distillation run, whose batches mix labelled and teacher frames; labelled
+    ones get "distill": False and empty (zero) soft targets, so every sample has the same fields.
+    """
+
+    def __init__(self, base: Dataset, pseudo: bool, soft_classes: int = 0) -> None:
+        self.base, self.pseudo, self.soft_classes = base, pseudo, soft_classes
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, object]:
-        return {**self.base[index], "pseudo": self.pseudo}
+        item = {**self.base[index], "pseudo": self.pseudo}
+        if self.soft_classes:
+            height, width = item["image"].shape[-2:]
+            item |= {"soft": torch.zeros((self.soft_classes, height, width), dtype=torch.uint8), "distill": False}
+        return item
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -118,6 +127,7 @@ def build_loaders(
     *,
     pseudo_dir: Path | None = None,
     pseudo_keys: list[str] | None = None,
+    teacher: Teacher | None = None,
     workers: int,
     seed: int,
     pin_memory: bool = False,
@@ -127,18 +137,22 @@ def build_loaders(
     train_set = LabeledDataset(index.root, train_keys, cache=cache)
     rank_val = val_keys[distributed.rank() :: distributed.world_size()]
     val_set = LabeledDataset(index.root, rank_val, cache=cache)
-    parts: list[Dataset] = [_Tagged(train_set, pseudo=False)]
-    pseudo_sets = []
-    n_pseudo = 0
+    parts: list[Dataset] = [_Tagged(train_set, pseudo=False, soft_classes=teacher.num_classes if teacher else 0)]
+    extra_sets: list[Dataset] = []
+    n_extra, share = 0, config.pseudo.share
     if pseudo_dir is not None and pseudo_keys:
         # Not cached: pseudo-labelled frames can be ~20x the labelled ones.
-        pseudo_sets.append(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir))
-        parts.append(_Tagged(pseudo_sets[0], pseudo=True))
-        n_pseudo = len(pseudo_keys)
-    check_frames(index.root, decoded=[train_set, val_set], headers_only=pseudo_sets)
+        extra_sets.append(LabeledDataset(index.root, pseudo_keys, label_dir=pseudo_dir))
+        parts.append(_Tagged(extra_sets[0], pseudo=True))
+        n_extra = len(pseudo_keys)
+    elif teacher is not None:
+        extra_sets.append(TeacherDataset(index.root, teacher))
+        parts.append(extra_sets[0])
+        n_extra, share = len(teacher.keys), config.distill.share
+    check_frames(index.root, decoded=[train_set, val_set], headers_only=extra_sets)
     transform = build_train_transform(config.input)
     augmented = AugmentedDataset(ConcatDataset(parts), transform, seed, config.in_channels)
-    sampler = EpochSampler(len(train_keys), n_pseudo, config.pseudo.share, seed)
+    sampler = EpochSampler(len(train_keys), n_extra, share, seed)
     batch_size = config.optimizer.batch_size
     common = {
         "num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache,

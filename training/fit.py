@@ -102,7 +102,7 @@ def _train_epoch(run: FoldRun, epoch: int, stop: StopRequest) -> EpochStats:
         stats = train_one_epoch(
             run.train_model, run.criterion, run.optimizer, run.scheduler, run.scaler, run.loaders.train, run.device,
             epoch=epoch, epochs=config.optimizer.schedule.epochs, amp_dtype=run.amp_dtype,
-            clip=config.optimizer.grad_clip, pseudo_weight=config.pseudo.weight,
+            clip=config.optimizer.grad_clip, pseudo_weight=config.pseudo.weight, distill=config.distill,
             frozen_params=list(run.model.encoder.parameters()) if frozen and ddp else None,
             stop=stop, carry=start.carry if mid_epoch else (0.0, 0, 0.0),
         )  # fmt: skip

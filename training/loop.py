@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from config.schema import Distill
 from dataset.openeds import IGNORE_INDEX
 from evaluation.metrics import SegmentationMeter
 from inference.engine import EnsemblePredictor
 from inference.runtime import autocast_context
+from training.distill import distillation_loss, teacher_labels
 from utils import distributed
 
 __all__ = ["TrainingDiverged", "EpochStats", "train_one_epoch", "evaluate"]
@@ -50,6 +52,24 @@ def _weighted_loss(
     return (1 - n_fake) * real + n_fake * weight * fake
 
 
+def _distilled_loss(
+    criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor, soft: torch.Tensor, taught: torch.Tensor,
+    settings: Distill,
+) -> torch.Tensor:
+    """Label loss on labelled samples, KL towards the teacher on its frames, mixed by their share."""
+    share = taught.float().mean()
+    loss = logits.new_zeros(())
+    if not taught.all():
+        loss = loss + (1 - share) * criterion(logits[~taught], masks[~taught])
+    if taught.any():
+        term = settings.weight * distillation_loss(logits[taught], soft[taught], settings.temperature)
+        if settings.label_weight:
+            hard = teacher_labels(soft[taught], tuple(logits.shape[-2:]))
+            term = term + settings.label_weight * criterion(logits[taught], hard)
+        loss = loss + share * term
+    return loss
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -64,6 +84,7 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None,
     clip: float | None,
     pseudo_weight: float = 1.0,
+    distill: Distill | None = None,
     frozen_params: list[nn.Parameter] | None = None,
     stop: Callable[[], bool] | None = None,
     carry: tuple[float, int, float] = (0.0, 0, 0.0),
@@ -71,7 +92,8 @@ def train_one_epoch(
     """Train for one pass over `loader`; the lr scheduler steps every iteration.
 
     stop: asked after every step; True ends the epoch there (stats.stopped). carry: (loss sum,
-    images, seconds) of the steps an interrupted run already did in this epoch.
+    images, seconds) of the steps an interrupted run already did in this epoch. distill: the
+    weights of the teacher's term, for batches that carry teacher frames ("soft", "distill").
     """
     model.train()
     total_loss, seen, start = carry[0], carry[1], time.perf_counter() - carry[2]
@@ -87,7 +109,11 @@ def train_one_epoch(
             logits = model(frames, resize_back=False)
         if logits.shape[-2:] != masks.shape[-2:]:  # reduced input scale: nearest keeps 255 = ignore
             masks = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
-        loss = _weighted_loss(criterion, logits.float(), masks, pseudo, pseudo_weight)
+        if "distill" in batch:
+            soft, taught = batch["soft"].to(device, non_blocking=True), batch["distill"].to(device)
+            loss = _distilled_loss(criterion, logits.float(), masks, soft, taught, distill or Distill())
+        else:
+            loss = _weighted_loss(criterion, logits.float(), masks, pseudo, pseudo_weight)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {seen // len(frames) + 1}")
         optimizer.zero_grad(set_to_none=True)

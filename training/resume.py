@@ -139,6 +139,9 @@ def config_changes(saved: dict | None, config: Config) -> str:
         return {prefix.rstrip("."): value}
 
     old, new = flat(saved), flat(config.model_dump(mode="json"))
+    # A key added to the schema after the checkpoint was written means its default there.
+    defaults = flat(type(config).model_construct().model_dump(mode="json"))
+    old |= {key: defaults[key] for key in new.keys() - old.keys() if key in defaults}
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
     shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:3]]
     return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
