@@ -15,7 +15,8 @@ Stages, each the real command a user would type (printed before it runs):
 5. the three scored on the held-out test frames: predict_ensemble.py --min-area auto, then
    validate.py against the test ground truth. The teacher with hflip TTA (as the demo), the
    students on one view (as they run at camera rate);
-6. export.py + segment.py on a synthetic video (skipped with a note where the scripts are absent).
+6. export.py (one view, fp32), then segment.py through that graph on a synthetic 640 x 400 video:
+   frames/s, pupil.png and measurements.csv.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,51 +70,20 @@ def score(name: str, data: Path, out: Path, checkpoints: list[Path], tta: str) -
     return json.loads(metrics.read_text())
 
 
-def write_video(data: Path, path: Path, sequence: str = "S_0") -> Path:
-    """One synthetic sequence's frames as an mp4 (cv2's mp4v codec), for segment.py."""
-    import cv2
-
-    frames = sorted((data / sequence).glob("[0-9]*.png"), key=lambda p: int(p.stem))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 400), isColor=False)
-    for frame in frames:
-        writer.write(cv2.imread(str(frame), cv2.IMREAD_GRAYSCALE))
-    writer.release()
-    return path
-
-
-def export_and_segment(student: Path, data: Path, out: Path) -> str:
-    """export.py -> ONNX, segment.py on a synthetic video; their CLIs as issues #16/#17 define them.
-
-    Kept apart: those scripts come from other branches. Returns segment.py's frames/s line.
-    """
-    missing = [name for name in ("export.py", "segment.py") if not (ROOT / name).is_file()]
-    if missing:
-        note = f"skipped export + segment: {', '.join(missing)} not in this checkout"
-        print(f"==> [export/segment] {note}")
-        return note
-    onnx = out / "student.onnx"
+def export_and_segment(student: Path, out: Path) -> str:
+    """export.py -> ONNX (one view), then segment.py on a synthetic 640 x 400 video through that
+    graph, one view, as a camera would run it. Returns segment.py's frames/s line."""
+    onnx, video, segmented = out / "student.onnx", out / "eye.mp4", out / "segment"
     stage("export", "export.py", "--checkpoint", student, "--out", onnx, "--tta", "none")
-    video = write_video(data, out / "video.mp4")
-    command = [
-        sys.executable,
-        "segment.py",
-        "--checkpoints",
-        str(onnx),
-        "--input",
-        str(video),
-        "--out",
-        str(out / "segment"),
-    ]
-    print(f"\n==> [segment] {' '.join(command[1:])}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    print(proc.stdout + proc.stderr, flush=True)
-    if proc.returncode != 0:
-        print(f"==> [segment] FAILED (exit {proc.returncode})")
-        sys.exit(proc.returncode)
-    STAGE_TIMES.append(("segment", time.perf_counter() - start))
-    rates = [line for line in proc.stdout.splitlines() if "frames/s" in line]
-    return rates[-1].strip() if rates else "segment.py printed no frames/s line"
+    stage("video", "-m", "dataset.synthetic.video", "--out", video, "--frames", 200, "--fps", 100,
+          "--size", "640x400")  # fmt: skip
+    stage("segment", "segment.py", "--checkpoints", onnx, "--input", video, "--out", segmented, "--tta", "none",
+          "--overwrite")  # fmt: skip
+    summary = json.loads((segmented / "summary.json").read_text())
+    return (
+        f"segment.py with student.onnx: {summary['frames']} frames of {video.name} (640 x 400) at "
+        f"{summary['frames_per_s']:.1f} frames/s ({segmented}/pupil.png, measurements.csv)"
+    )
 
 
 def parameters(checkpoint: Path) -> int:
@@ -165,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         "labels-only student": ([out / "runs" / "student_labels" / f"fold_{args.fold}" / "best.pt"], "none"),
     }
     scores = {name: score(name.split()[0], data, out, paths, tta) for name, (paths, tta) in runs.items()}
-    rate = export_and_segment(runs["distilled student"][0][0], data, out)
+    rate = export_and_segment(runs["distilled student"][0][0], out)
 
     times = dict(STAGE_TIMES)
     print("\n" + "=" * 72)
