@@ -39,7 +39,7 @@ from inference.predict import (
     run_prediction,
 )
 from inference.pseudo import PseudoSettings
-from inference.runtime import PRECISIONS, precision_choice, select_device
+from inference.runtime import PRECISIONS, precision_choice, prediction_workers, select_device
 from utils.errors import InputError, cli_entry
 
 # The models predicted when neither --ensemble nor --checkpoints is given (the recipe's list).
@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on the CPU, the faster there)"
     )
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding PNGs")
+    parser.add_argument(
+        "--workers", type=int, help="DataLoader workers decoding PNGs (default: 2 on CUDA; on a CPU 0 with <= 2 cores, else 2)"
+    )
     parser.add_argument("--gpu", help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:0 if present)")
     parser.add_argument(
         "--precision",
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.save_dir is None and args.pseudo_dir is None and args.probs_dir is None:
         raise InputError("give --save-dir (predictions), --pseudo-dir (pseudo-labels) and/or --probs-dir (a teacher)")
-    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if not (0 < args.threshold <= 1 and 0 <= args.min_confident <= 1):
         raise InputError("--threshold must be in (0, 1] and --min-confident in [0, 1]")
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         submission=args.submission,
         shard=shard,
         batch_size=args.batch_size or (8 if device.type == "cuda" else 1),
-        workers=args.workers,
+        workers=prediction_workers(device) if args.workers is None else args.workers,
         device=device,
         amp_dtype=amp_dtype,
         overwrite=args.overwrite,

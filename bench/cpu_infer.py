@@ -50,6 +50,7 @@ from inference.engine import EnsemblePredictor
 from inference.export import ExportSettings, export_members
 from inference.hardware import bf16_choice, channels_last_choice
 from inference.members import Member, load_members
+from inference.runtime import prediction_workers
 
 __all__ = ["find_checkpoints", "latency_rows", "ensemble_rows", "run", "render_tables"]
 
@@ -300,12 +301,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per latency row")
     parser.add_argument(
-        "--workers", type=int, default=2, help="DataLoader workers (predict_ensemble.py's default)"
+        "--workers", type=int, help="DataLoader workers (default: predict_ensemble.py's on this CPU)"
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_cpu_") as tmp:
-        result = run(Path(tmp), args.checkpoints, args.data_dir, args.frames, args.repeats, args.workers)
+        workers = prediction_workers(torch.device("cpu")) if args.workers is None else args.workers
+        result = run(Path(tmp), args.checkpoints, args.data_dir, args.frames, args.repeats, workers)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print("\n".join(render_tables(result)))

@@ -28,6 +28,7 @@ __all__ = [
     "amp_settings",
     "precision_choice",
     "autocast_context",
+    "prediction_workers",
 ]
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -104,6 +105,23 @@ def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype 
         choice = bf16_choice("auto" if precision == "auto" else True, device)
         return (torch.bfloat16 if choice.value else None), choice.reason
     return PRECISIONS[precision], "set explicitly"
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS says, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def prediction_workers(device: torch.device) -> int:
+    """DataLoader workers decoding PNGs for a prediction run: 2 on CUDA; on a CPU 0 where the
+    process has 2 cores or fewer (a worker there takes a core from the models: every row of
+    bench/cpu_infer.py ran faster with 0 than with 1 or 2 on 2 cores, BENCHMARKS.md), else 2."""
+    if device.type == "cuda":
+        return 2
+    return 0 if usable_cores() <= 2 else 2
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

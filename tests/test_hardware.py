@@ -124,3 +124,15 @@ def test_gpu_without_cuda_is_a_note_and_the_cpu(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_device("0", doing="predicting") == CPU
     assert capsys.readouterr().err.strip() == "note: --gpu 0 given but CUDA is not available; predicting on the CPU"
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (4, 2), (16, 2)])
+def test_prediction_workers_leave_a_small_cpu_to_the_models(
+    cores: int, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """predict_ensemble.py's default DataLoader workers: 0 on a CPU of <= 2 cores, 2 above and on CUDA."""
+    from inference import runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert runtime.prediction_workers(torch.device("cpu")) == workers
+    assert runtime.prediction_workers(torch.device("cuda", 0)) == 2
