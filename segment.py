@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu", help="CUDA device (0), or cpu (default: cuda:0 if present)")
     parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
     parser.add_argument(
-        "--batch-size", type=int, help="frames per engine call (default 8 on CUDA, 4 on a CPU)"
+        "--batch-size", type=int, help="frames per engine call (default 8 on CUDA, 1 on a CPU)"
     )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument(

@@ -116,13 +116,13 @@ class Segmenter:
         """Load the members of `checkpoints` (or of an `ensemble` file) and build the engine.
 
         tta: none, hflip or hflip+scales (default: the ensemble file's, else hflip). gpu: as
-        `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 4 on a CPU.
+        `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 1 on a CPU (on 2 quiet cores batch 4 was no faster: BENCHMARKS.md, segment.py), so a camera frame waits for no other.
         """
         spec, members = ensemble_members([str(c) for c in checkpoints] if checkpoints else None, ensemble)
         device = select_device(gpu, doing="segmenting")
         amp_dtype, why = precision_choice(precision, device)
         predictor = build_predictor(members, tta or spec.tta or DEFAULT_TTA, device, amp_dtype)
-        segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 4), members)
+        segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 1), members)
         segmenter.runtime = runtime_line(members, device, amp_dtype, why)
         return segmenter
 
