@@ -37,6 +37,7 @@ __all__ = [
     "label_relpath",
     "pred_relpath",
     "read_image",
+    "read_image_bytes",
     "read_label",
     "check_image_header",
     "check_label_header",
@@ -91,18 +92,23 @@ def pred_relpath(key: str) -> str:
     return f"{sequence}/{frame}.npy"
 
 
+def read_image_bytes(path: Path) -> bytes:
+    """An image file's bytes; a one-line InputError naming it when it is missing or unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError("image not found", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read image ({exc.strerror})", path) from None
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read one frame as uint8 (400, 640).
 
     Only 8-bit single-channel PNGs are accepted, as in the challenge data: silently converting
     colour or 16-bit images would hide a wrong data folder.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("image not found", path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read image ({exc.strerror})", path) from None
+    data = read_image_bytes(path)
     # An empty buffer is an OpenCV assertion error, not a None.
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:

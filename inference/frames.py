@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dataset.openeds import read_image_bytes
 from utils.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "Frame", "BadFrame", "FrameSource", "open_frames", "read_any_image", "to_gray8"]
@@ -69,12 +70,7 @@ def to_gray8(image: np.ndarray, path: object = None) -> np.ndarray:
 
 def read_any_image(path: Path) -> np.ndarray:
     """Read an image file as gray uint8 at its own size; a one-line InputError naming it otherwise."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("image not found", path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read image ({exc.strerror})", path) from None
+    data = read_image_bytes(path)
     # IMREAD_ANYDEPTH keeps 16 bits and (without IMREAD_COLOR) reads colour as gray. An empty
     # buffer is an OpenCV assertion, not a None.
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH) if data else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from dataset.openeds import parse_sample_name
 from utils.errors import InputError
 
-__all__ = ["read_pseudo_manifest", "allowed_pseudo_keys", "leak_free_keys", "PSEUDO_MANIFEST"]
+__all__ = ["read_pseudo_manifest", "check_key_lists", "allowed_pseudo_keys", "leak_free_keys", "PSEUDO_MANIFEST"]
 
 PSEUDO_MANIFEST = "pseudo.json"
 
@@ -33,17 +33,22 @@ def read_pseudo_manifest(pseudo_dir: Path) -> dict:
         manifest["keys"], manifest["trained_on"]  # noqa: B018 - presence check
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"malformed pseudo-label manifest ({type(exc).__name__}: {exc})", path) from None
+    check_key_lists(manifest, "pseudo-label manifest", path)
+    return manifest
+
+
+def check_key_lists(manifest: dict, what: str, path: Path) -> None:
+    """`keys` and `trained_on` of a manifest (pseudo-labels, a teacher) must be lists of frame keys."""
     for field in ("keys", "trained_on"):
         if not isinstance(manifest[field], list):
-            raise InputError(f"malformed pseudo-label manifest: '{field}' must be a list of frame keys", path)
+            raise InputError(f"malformed {what}: '{field}' must be a list of frame keys", path)
         for key in manifest[field]:
             try:
                 parse_sample_name(key)
             except (ValueError, AttributeError, TypeError):
                 raise InputError(
-                    f"malformed pseudo-label manifest: '{field}' holds {key!r}, not a frame key like 'S_0/3'", path
+                    f"malformed {what}: '{field}' holds {key!r}, not a frame key like 'S_0/3'", path
                 ) from None
-    return manifest
 
 
 def leak_free_keys(keys: list[str], trained_on: list[str], val_keys: list[str]) -> list[str]:

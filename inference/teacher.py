@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from dataset.openeds import IMAGE_HEIGHT, IMAGE_WIDTH, parse_sample_name
+from inference.pseudo_keys import check_key_lists
 from utils.atomic import atomic_path
 from utils.errors import InputError
 
@@ -98,21 +99,13 @@ def read_teacher_manifest(teacher_dir: Path) -> dict:
         )
     try:
         manifest = json.loads(path.read_text())
-        keys, trained_on, classes = manifest["keys"], manifest["trained_on"], manifest["num_classes"]
+        manifest["keys"], manifest["trained_on"]  # noqa: B018 - presence check
+        classes = manifest["num_classes"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"malformed teacher manifest ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(classes, int) or classes < 2:
         raise InputError(
             f"malformed teacher manifest: 'num_classes' must be an integer >= 2, got {classes!r}", path
         )
-    for field, values in (("keys", keys), ("trained_on", trained_on)):
-        if not isinstance(values, list):
-            raise InputError(f"malformed teacher manifest: '{field}' must be a list of frame keys", path)
-        for key in values:
-            try:
-                parse_sample_name(key)
-            except (ValueError, AttributeError, TypeError):
-                raise InputError(
-                    f"malformed teacher manifest: '{field}' holds {key!r}, not a frame key like 'S_0/3'", path
-                ) from None
+    check_key_lists(manifest, "teacher manifest", path)
     return manifest
