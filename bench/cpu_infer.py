@@ -16,8 +16,8 @@ the cpu_fast architecture (BatchNorm calibrated on a few frames) and says so in 
 since agreement figures on random-init models mean little (their logit margins are tiny).
 The int8 graphs are calibrated on labelled frames of the data dir (training frames, not the
 predicted ones). onnxruntime's own kernels (MLAS) choose their instruction set from CPUID:
-ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA do not limit them (BENCHMARKS.md says what that means
-for the AVX2-limited figures).
+ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA do not limit them; `python -m bench.avx2` (bench/avx2.py)
+hides AVX-512 from CPUID as well, so under it both runtimes run their AVX2 kernels.
 
     python -m bench.cpu_infer [--checkpoints A.pt B.pt --data-dir D] [--frames 24] [--json out.json]
 """

@@ -5,7 +5,7 @@ the 2-model + hflip ratio table), written as the "## Speed and memory" section o
 
     python -m bench.run_all [--frames 8] [--epochs 1] [--predict-counts 500 5000] [--compile]
                             [--checkpoints A.pt B.pt --data-dir D] [--out BENCHMARKS.md]
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.run_all --quick
+    python -m bench.avx2 python -m bench.run_all --quick     # as on an AVX2 CPU (bench/avx2.py)
 
 `make bench` runs both: natively, then limited to AVX2 the way an ordinary CPU (AVX2 laptop,
 AMD Zen 2/3, older Xeon) runs, each into its own block (BENCHMARKS.md says how the limit was

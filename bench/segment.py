@@ -2,7 +2,7 @@
 
     python -m bench.segment [--checkpoints demo/runs/cpu_fast/fold_*/best.pt] [--frames 40]
                             [--size 320x200] [--batch-sizes 1 4] [--tta hflip]
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.segment ...   # an AVX2 CPU
+    python -m bench.avx2 python -m bench.segment ...   # an AVX2 CPU (bench/avx2.py)
 
 The video is `make demo`'s (dataset/synthetic/video.py: one simulated person, a blink in the
 middle, mp4v at 10 fps), rendered at `--size`. Speed: frames/s of Segmenter.stream over the

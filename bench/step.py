@@ -3,7 +3,7 @@ random frames, nothing else (no data pipeline, no validation). How the recipe se
 resolutions, encoders and precisions in seconds instead of whole runs.
 
     python -m bench.step --config configs/cpu_fast.yaml --set input.scale=0.4 --set cpu_bf16=false
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.step ...   # an AVX2 CPU
+    python -m bench.avx2 python -m bench.step ...   # an AVX2 CPU (bench/avx2.py)
 
 Prints one line: the resolved precision / layout, the ISA limit if any, and images/s.
 """

@@ -7,14 +7,15 @@ Every figure is one frame (batch 1, uint8 (1, 1, 400, 640)) through the whole mo
 input scale, padding, the network and the bilinear resize of the logits back to 400 x 640 (the
 full-resolution output; the argmax is not timed). The ONNX graph is the model exported alone
 with torch.onnx.export (dynamo) here, not export.py's graph. Each model runs in a fresh child
-process per ISA setting, alternating native and AVX2-limited (ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2), so both columns share the machine's conditions.
+process per ISA setting, alternating native and AVX2-limited (bench/avx2.py), so both columns
+share the machine's conditions.
 
-What the AVX2 columns mean: PyTorch (ATen, oneDNN) honours the two variables. onnxruntime does
-not: its kernels (MLAS) choose AVX-512 from CPUID at start-up, and no environment variable or
-session option caps them (only a build without AVX-512 kernels does; BENCHMARKS.md "Student").
-Its AVX2-env column is measured, and equals the native one within noise; on a real AVX2 CPU
-onnxruntime runs its AVX2/FMA3 kernels, which this machine cannot be told to use.
+What the AVX2 columns mean: PyTorch (ATen, oneDNN) honours ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2. onnxruntime does not: its kernels (MLAS) choose from CPUID at start-up,
+and no variable or session option caps them. bench/avx2.py hides AVX-512, AVX-VNNI and AMX from
+CPUID itself (CPUID faulting), so both runtimes pick their AVX2 kernels. Where this machine cannot
+do that (no `cpuid_fault`, no C compiler), the onnxruntime AVX2 column says "AVX-512!": its
+figure is then the native kernels' one.
 
 Models are random-init unless a checkpoint is given (latency does not depend on the weights).
 """
@@ -39,13 +40,13 @@ import torch
 from torch import nn
 
 from bench import ISA_LIMIT_VARS, machine_info
+from bench.avx2 import LIMIT_VAR, avx2_env, cpuid_library
 
 __all__ = ["CANDIDATES", "TEACHER", "build_candidate", "count_parameters", "time_model", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "configs" / "student.yaml"
 TEACHER_CONFIG = ROOT / "configs" / "cpu_fast.yaml"
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 TEACHER = "teacher"  # the demo's ensemble: 2 cpu_fast members x hflip, as predict_ensemble.py runs it
 
 # name -> (config, --set overrides). Unet decoders on tiny timm encoders; "ritnet_size" is the
@@ -226,13 +227,14 @@ def cache_cost(teacher: list[Path], repeats: int = 6) -> tuple[float, float]:
 
 def _child(name: str, checkpoints: dict[str, list[Path]], threads: int, runs: int) -> None:
     model = build_candidate(name, checkpoints)
-    result = {"name": name, "params": count_parameters(model), **time_model(model, threads, runs)}
+    result = {"name": name, "params": count_parameters(model), **time_model(model, threads, runs),
+              "limit": os.environ.get(LIMIT_VAR, "native")}  # fmt: skip
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def _run_child(name: str, args: argparse.Namespace, avx2: bool) -> dict:
     env = {key: value for key, value in os.environ.items() if key not in ISA_LIMIT_VARS}
-    env |= AVX2_ENV if avx2 else {}
+    env = avx2_env(env, warn=False) if avx2 else env
     env |= {"OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "bench.student", "--child", name, "--runs", str(args.runs),
                "--threads", str(args.threads), *sum((["--checkpoint", c] for c in args.checkpoint), [])]  # fmt: skip
@@ -295,18 +297,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"wall: {args.threads} threads, ms/frame; cpu1: CPU ms/frame on 1 thread (holds under contention)")
     print(
-        "| model | params | ORT wall native | ORT wall AVX2-env | ORT cpu1 native | ORT cpu1 AVX2-env "
+        "| model | params | ORT wall native | ORT wall AVX2 | ORT cpu1 native | ORT cpu1 AVX2 "
         "| torch wall native | torch wall AVX2 | torch cpu1 native | torch cpu1 AVX2 | frames/s (ORT wall native) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    env_only = False
     for name in names:
         native, avx2 = _run_child(name, args, avx2=False), _run_child(name, args, avx2=True)
-        cells = [native["ort_ms"], avx2["ort_ms"], native["ort_cpu1_ms"], avx2["ort_cpu1_ms"], native["torch_ms"],
-                 avx2["torch_ms"], native["torch_cpu1_ms"], avx2["torch_cpu1_ms"]]  # fmt: skip
-        row = " | ".join(f"{cell:.1f}" for cell in cells)
-        print(
-            f"| {name} | {native['params'] / 1e6:.3f}M | {row} | {1000 / native['ort_ms']:.0f} |", flush=True
-        )
+        cells = [f"{cell:.1f}" for cell in (native["ort_ms"], avx2["ort_ms"], native["ort_cpu1_ms"], avx2["ort_cpu1_ms"],
+                 native["torch_ms"], avx2["torch_ms"], native["torch_cpu1_ms"], avx2["torch_cpu1_ms"])]  # fmt: skip
+        if avx2["limit"] != "cpuid":  # onnxruntime ran its AVX-512 kernels: mark its AVX2 cells
+            env_only, cells[1], cells[3] = True, cells[1] + "*", cells[3] + "*"
+        print(f"| {name} | {native['params'] / 1e6:.3f}M | {' | '.join(cells)} | {1000 / native['ort_ms']:.0f} |",
+              flush=True)  # fmt: skip
+    if env_only:
+        print(f"* not AVX2: {cpuid_library()[1]}; onnxruntime chose its kernels from the real CPUID")
 
 
 if __name__ == "__main__":

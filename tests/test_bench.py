@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,43 @@ def test_cpu_inference_tables_on_given_checkpoints(tmp_path: Path) -> None:
     assert ensemble["predict_ensemble, PyTorch fp32"]["agree"] >= 0.999
     table = "\n".join(cpu_infer.render_tables(result))
     assert "| onnxruntime int8 |" in table and "vs recipe's loop" in table
+
+
+def _avx2_probe(env: dict[str, str]) -> dict:
+    """What the libraries of a fresh Python see under `env`."""
+    code = (
+        "import json, torch, numpy\n"
+        "from numpy._core._multiarray_umath import __cpu_features__ as f\n"
+        "print(json.dumps({'torch': torch.backends.cpu.get_cpu_capability(), 'numpy_avx512f': f['AVX512F'],"
+        " 'numpy_avx2': f['AVX2']}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own() -> None:
+    """bench.avx2's CPUID layer: numpy (like onnxruntime) has no AVX2 cap of its own, yet sees none of
+    AVX-512; torch sees AVX2 from CPUID alone, without its variables."""
+    from bench.avx2 import AVX2_ENV, avx2_env, cpuid_library
+
+    library, why = cpuid_library()
+    if library is None:
+        pytest.skip(f"no CPUID layer here: {why}")
+    env = avx2_env(warn=False)
+    assert _avx2_probe(env) == {"torch": "AVX2", "numpy_avx512f": False, "numpy_avx2": True}
+    cpuid_only = {key: value for key, value in env.items() if key not in AVX2_ENV}
+    assert _avx2_probe(cpuid_only)["torch"] == "AVX2"
+    # A real crash is not swallowed by the CPUID handler.
+    crash = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], env=env, capture_output=True)
+    assert crash.returncode == -signal.SIGSEGV
+
+
+def test_avx2_limit_without_cpuid_faulting_keeps_the_pytorch_variables(monkeypatch, capsys) -> None:
+    import bench.avx2 as avx2
+
+    monkeypatch.setattr(avx2, "_has_cpuid_faulting", lambda: False)
+    env = avx2.avx2_env({"PATH": "/usr/bin"})
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert "LD_PRELOAD" not in env and env[avx2.LIMIT_VAR] == "env"
+    assert "onnxruntime will use AVX-512" in capsys.readouterr().err
