@@ -16,6 +16,7 @@ only, after a one-line warning: onnxruntime's figures are then not AVX2 ones.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -92,16 +93,22 @@ print(f"torch capability {torch.backends.cpu.get_cpu_capability()}; numpy AVX512
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0 if argv else 2)
-    command = [sys.executable, "-c", CHECK] if argv == ["--check"] else argv
-    if argv == ["--check"]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="python -m bench.avx2 [--check] [COMMAND [ARG ...]]",
+    )  # fmt: skip
+    parser.add_argument("--check", action="store_true", help="print what the libraries see, natively and limited")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run limited to AVX2")
+    args = parser.parse_args(argv)
+    if args.check:
         subprocess.run([sys.executable, "-c", f"print('native:', end=' ')\n{CHECK}"], check=False)
         print("AVX2-limited:", end=" ", flush=True)
-    env = avx2_env()
-    os.execvpe(command[0], command, env)
+        command = [sys.executable, "-c", CHECK]
+    elif args.command:
+        command = args.command
+    else:
+        parser.error("give a command to run, or --check")
+    os.execvpe(command[0], command, avx2_env())
 
 
 if __name__ == "__main__":

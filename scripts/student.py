@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         seconds = trained.get(name)
         spent = f"{seconds:.0f} s" if seconds else "given"
         print(f"  {name:<20} {params / 1e6:>8.3f}M {tta:>6} {scores[name]['miou']:>10.4f} {spent:>10}")
+    gap = scores["distilled student"]["miou"] - scores["teacher ensemble"]["miou"]
+    gain = scores["distilled student"]["miou"] - scores["labels-only student"]["miou"]
+    print(f"  distilled - teacher {gap:+.4f} (target: within 0.01); distilled - labels-only {gain:+.4f}")
     print(f"  segment: {rate}")
     print(f"  total {time.perf_counter() - start:.0f} s; latency: python -m bench.student (BENCHMARKS.md)")
     print("=" * 72)

@@ -121,3 +121,18 @@ def test_avx2_limit_without_cpuid_faulting_keeps_the_pytorch_variables(monkeypat
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert "LD_PRELOAD" not in env and env[avx2.LIMIT_VAR] == "env"
     assert "onnxruntime will use AVX-512" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_student_latency_table_marks_onnxruntime_cells_that_are_not_avx2() -> None:
+    """bench.student times the student with both runtimes, natively and under bench.avx2; an
+    onnxruntime AVX2 cell is marked "*" exactly when the CPUID layer could not be used."""
+    from bench.avx2 import cpuid_library
+
+    proc = run_script("-m", "bench.student", "--models", "student", "--runs", 2)
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| student |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1].endswith("M") and float(cells[1][:-1]) <= 0.5
+    assert all(float(cell.rstrip("*")) > 0 for cell in cells[2:])
+    marked = cells[3].endswith("*") and cells[5].endswith("*")
+    assert marked == (cpuid_library()[0] is None), row

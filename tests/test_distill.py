@@ -251,6 +251,7 @@ def test_make_student_pipeline_scores_teacher_and_both_students(tmp_path: Path) 
     assert (
         "teacher ensemble" in summary and "distilled student" in summary and "labels-only student" in summary
     )
+    assert "distilled - teacher" in summary and "(target: within 0.01)" in summary
     # The distilled student, exported alone, segments a synthetic video through onnxruntime.
     segmented = json.loads((out / "segment" / "summary.json").read_text())
     assert segmented["frames"] == 200 and segmented["frames_per_s"] > 0

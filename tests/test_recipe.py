@@ -312,6 +312,7 @@ RUNNABLE = [
     "bench/step.py",
     "bench/segment.py",
     "bench/student.py",
+    "bench/avx2.py",
 ]
 
 
