@@ -169,7 +169,7 @@ LEVERS: list[tuple[str, Setting, str]] = [
     (
         "batch 1 + channels_last + bf16",
         Setting(batch_size=1, channels_last=True, amp_dtype=BF16),
-        "the best combination",
+        "the fp32 combination plus bf16 (fast only with AMX)",
     ),
 ]
 # On CUDA (bench/gpu_smoke.sh): what predict_ensemble.py does there (fp16 autocast, channels_last).
