@@ -60,7 +60,7 @@ def cpuid_library() -> tuple[Path | None, str]:
         cache.mkdir(parents=True, exist_ok=True)
         partial = library.with_suffix(f".{os.getpid()}.tmp")
         proc = subprocess.run(
-            [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE)], capture_output=True, text=True
+            [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-ldl"], capture_output=True, text=True
         )
         if proc.returncode != 0:
             partial.unlink(missing_ok=True)

@@ -108,9 +108,37 @@ def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own() -> 
     assert _avx2_probe(env) == {"torch": "AVX2", "numpy_avx512f": False, "numpy_avx2": True}
     cpuid_only = {key: value for key, value in env.items() if key not in AVX2_ENV}
     assert _avx2_probe(cpuid_only)["torch"] == "AVX2"
-    # A real crash is not swallowed by the CPUID handler.
+    # A real crash is not swallowed by the CPUID handler, with or without a handler of the program's.
     crash = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], env=env, capture_output=True)
     assert crash.returncode == -signal.SIGSEGV
+    crash = subprocess.run([sys.executable, "-X", "faulthandler", "-c", "import ctypes; ctypes.string_at(0)"],
+                           env=env, capture_output=True, text=True)  # fmt: skip
+    assert crash.returncode == -signal.SIGSEGV and "Fatal Python error: Segmentation fault" in crash.stderr
+
+
+def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(tmp_path: Path) -> None:
+    """A DataLoader worker installs its own SIGSEGV handler, then OpenCV reads CPUID in it: the
+    CPUID layer must still answer (make demo under bench.avx2 died here before it did)."""
+    from bench.avx2 import avx2_env, cpuid_library
+
+    if cpuid_library()[0] is None:
+        pytest.skip(f"no CPUID layer here: {cpuid_library()[1]}")
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import torch\n"
+        "from torch.utils.data import DataLoader, Dataset\n"
+        "class Probe(Dataset):\n"
+        "    def __len__(self):\n        return 1\n"
+        "    def __getitem__(self, index):\n"
+        "        import cv2  # reads CPUID when it loads: here, after torch's worker handler\n"
+        "        return torch.tensor([cv2.checkHardwareSupport(13), cv2.checkHardwareSupport(11)])  # AVX_512F, AVX2\n"
+        "if __name__ == '__main__':\n"
+        "    print([batch.tolist() for batch in DataLoader(Probe(), num_workers=1)])\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], env=avx2_env(warn=False), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[[[False, True]]]"
 
 
 def test_avx2_limit_without_cpuid_faulting_keeps_the_pytorch_variables(monkeypatch, capsys) -> None:
