@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from bench.avx2 import LIMIT_VAR
+
 __all__ = ["machine_info", "isa_limit", "synthetic_data", "peak_rss_mib"]
 
 # How an AMX/AVX-512 machine runs like an ordinary AVX2 CPU (BENCHMARKS.md, "Every CPU";
@@ -24,8 +26,6 @@ ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 def isa_limit() -> str:
     """How this process is limited to AVX2 ("" when it runs natively)."""
-    from bench.avx2 import LIMIT_VAR
-
     limits = [f"{name}={os.environ[name]}" for name in ISA_LIMIT_VARS if os.environ.get(name)]
     if os.environ.get(LIMIT_VAR) == "cpuid":
         limits.append("+ CPUID without AVX-512/AMX (bench.avx2)")

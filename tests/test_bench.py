@@ -96,15 +96,23 @@ def _avx2_probe(env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own() -> None:
-    """bench.avx2's CPUID layer: numpy (like onnxruntime) has no AVX2 cap of its own, yet sees none of
-    AVX-512; torch sees AVX2 from CPUID alone, without its variables."""
-    from bench.avx2 import AVX2_ENV, avx2_env, cpuid_library
+@pytest.fixture
+def avx2_limited_env() -> dict[str, str]:
+    """bench.avx2's environment with its CPUID layer; the test is skipped where there is none."""
+    from bench.avx2 import avx2_env, cpuid_library
 
     library, why = cpuid_library()
     if library is None:
         pytest.skip(f"no CPUID layer here: {why}")
-    env = avx2_env(warn=False)
+    return avx2_env(warn=False)
+
+
+def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own(avx2_limited_env: dict[str, str]) -> None:
+    """bench.avx2's CPUID layer: numpy (like onnxruntime) has no AVX2 cap of its own, yet sees none of
+    AVX-512; torch sees AVX2 from CPUID alone, without its variables."""
+    from bench.avx2 import AVX2_ENV
+
+    env = avx2_limited_env
     assert _avx2_probe(env) == {"torch": "AVX2", "numpy_avx512f": False, "numpy_avx2": True}
     cpuid_only = {key: value for key, value in env.items() if key not in AVX2_ENV}
     assert _avx2_probe(cpuid_only)["torch"] == "AVX2"
@@ -116,13 +124,9 @@ def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own() -> 
     assert crash.returncode == -signal.SIGSEGV and "Fatal Python error: Segmentation fault" in crash.stderr
 
 
-def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(tmp_path: Path) -> None:
+def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(tmp_path: Path, avx2_limited_env: dict[str, str]) -> None:
     """A DataLoader worker installs its own SIGSEGV handler, then OpenCV reads CPUID in it: the
     CPUID layer must still answer (make demo under bench.avx2 died here before it did)."""
-    from bench.avx2 import avx2_env, cpuid_library
-
-    if cpuid_library()[0] is None:
-        pytest.skip(f"no CPUID layer here: {cpuid_library()[1]}")
     script = tmp_path / "worker.py"
     script.write_text(
         "import torch\n"
@@ -135,7 +139,7 @@ def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(tmp_path: Path) -> 
         "if __name__ == '__main__':\n"
         "    print([batch.tolist() for batch in DataLoader(Probe(), num_workers=1)])\n"
     )
-    proc = subprocess.run([sys.executable, str(script)], env=avx2_env(warn=False), capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(script)], env=avx2_limited_env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[[[False, True]]]"
