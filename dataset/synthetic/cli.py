@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dataset.synthetic.layout import generate
+from dataset.synthetic.style import STYLES, style_table
 from utils.errors import cli_entry
 
 __all__ = ["main"]
@@ -20,9 +21,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out",
         type=Path,
-        required=True,
         help="output folder (created; an earlier synthetic one is replaced)",
     )
+    parser.add_argument(
+        "--style",
+        default="classic",
+        help=f"renderer style(s), comma-separated, taken in turn by sequence: {', '.join(STYLES)}; "
+        "real = headset,closeup,remote (default: classic)",
+    )
+    parser.add_argument("--list-styles", action="store_true", help="print every style's knobs and ranges, then exit")
     parser.add_argument("--sequences", type=int, default=24)
     parser.add_argument("--frames", type=int, default=60, help="frames per sequence, all written as PNG")
     parser.add_argument(
@@ -32,6 +39,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes, one sequence at a time each")
     args = parser.parse_args(argv)
+    if args.list_styles:
+        print(style_table())
+        return {}
+    if args.out is None:
+        parser.error("the following arguments are required: --out")
     summary = generate(
         args.out,
         args.sequences,
@@ -40,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.test_per_sequence,
         args.seed,
         args.workers,
+        args.style,
     )
     print(
         f"synthetic: {summary['sequences']} sequences, {summary['frames']} frames, {summary['labels']} labels, "

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from dataset.synthetic.render import HEIGHT, WIDTH, EyeSequence
+from dataset.synthetic.style import parse_styles
 from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError
 
@@ -76,12 +77,12 @@ def plan_sequence(
     return SequencePlan(index, frames, tuple(labeled), tuple(int(n) for n in test))
 
 
-def _write_sequence(job: tuple[Path, int, SequencePlan]) -> dict[str, np.ndarray]:
+def _write_sequence(job: tuple[Path, int, SequencePlan, str]) -> dict[str, np.ndarray]:
     """Render and write every frame of one sequence; return the hidden test frames' masks."""
-    out, seed, plan = job
+    out, seed, plan, style = job
     folder = out / f"S_{plan.index}"
     folder.mkdir(parents=True, exist_ok=True)
-    sequence = EyeSequence(seed, plan.index, plan.frames)
+    sequence = EyeSequence(seed, plan.index, plan.frames, style)
     labeled, test = set(plan.labeled), set(plan.test)
     ground_truth = {}
     for n in range(plan.frames):
@@ -146,13 +147,16 @@ def generate(
     test_per_sequence: int = 5,
     seed: int = 0,
     workers: int = 1,
+    styles: str | tuple[str, ...] = "classic",
 ) -> dict:
     """Write a synthetic OpenEDS 2020 dataset to `out` and return a summary dict.
 
     Same arguments give byte-identical files whatever `workers` is (each sequence has its
-    own seed). Raises InputError for arguments that cannot make a valid dataset.
+    own seed). `styles`: renderer styles (dataset/synthetic/style.py), sequence k takes
+    styles[k mod len(styles)]. Raises InputError for arguments that cannot make a valid dataset.
     """
     out = Path(out)
+    styles = parse_styles(styles)
     for name, value, least in (
         ("--sequences", sequences, 1),
         ("--label-every", label_every, 1),
@@ -165,7 +169,7 @@ def generate(
     _prepare_out(out)
 
     start = time.perf_counter()
-    jobs = [(out, seed, plan) for plan in plans]
+    jobs = [(out, seed, plan, styles[plan.index % len(styles)]) for plan in plans]
     if workers == 1:
         results = [_write_sequence(job) for job in jobs]
     else:
@@ -198,6 +202,7 @@ def generate(
         "labels": len(labels),
         "test_frames": len(tests),
         "seed": seed,
+        "styles": list(styles),
         "workers": workers,
         "seconds": round(seconds, 3),
         "frames_per_s": round(len(images) / seconds, 1),

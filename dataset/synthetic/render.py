@@ -5,6 +5,14 @@ Every edge in the image is anti-aliased from a signed distance, and the label is
 partition of the same distances (distance < 0), so labels are exact for the rendered geometry.
 Glints, eyelashes and streak reflections are drawn into the image only, never into the label,
 as in the real annotations.
+
+A sequence's look is drawn from a camera style (dataset/synthetic/style.py): `classic` (the
+demo's data, unchanged) or the styles randomised toward real cameras. Beyond classic, a frame
+may be rolled with the camera (the label warped with it, each pixel taking the class covering
+most of it), seen by a camera of another aspect (letterboxed into 640 x 400 with black bars
+labelled background, as segment.py fits such frames) and fewer rows (noise and JPEG at the
+camera's size, upscaled back), and be black (label all background), over-exposed or partly
+hidden by an occluder (labelled background where it covers more than half of a pixel).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import numpy as np
 
 from dataset.openeds import IMAGE_HEIGHT as HEIGHT
 from dataset.openeds import IMAGE_WIDTH as WIDTH
+from dataset.synthetic.style import STYLES, Style
 
 __all__ = ["HEIGHT", "WIDTH", "EyeSequence"]
 
@@ -51,65 +60,91 @@ class EyeSequence:
     """One simulated person: fixed identity, a precomputed 5 Hz trajectory, frame renderer.
 
     All randomness comes from `np.random.default_rng([seed, index, ...])`, so a sequence
-    renders identically in any process and any frame can be rendered on its own.
+    renders identically in any process and any frame can be rendered on its own. `style`: a
+    name of dataset/synthetic/style.py's STYLES or a Style; the classic style draws exactly the
+    numbers it always drew, the others draw their extra knobs from a stream of their own.
     """
 
-    def __init__(self, seed: int, index: int, frames: int) -> None:
+    def __init__(self, seed: int, index: int, frames: int, style: str | Style = "classic") -> None:
         self.seed, self.index, self.frames = seed, index, frames
+        self.style = STYLES[style] if isinstance(style, str) else style
         rng = np.random.default_rng([seed, index, 2])
+        self._camera(np.random.default_rng([seed, index, 4]))
         self._identity(rng)
         self._static_layers(rng)
         self.states = self._trajectory(rng)
 
+    def _camera(self, rng: np.random.Generator) -> None:
+        """The style's knobs beyond classic's: camera roll, aspect and rows, optics, lash and texture scales."""
+        st, u = self.style, rng.uniform
+        self.roll = u(*st.roll_deg)
+        self.aspect = float(rng.choice(st.aspect))
+        self.camera_rows = u(*st.camera_rows)
+        self.gaze_scale = u(*st.gaze)
+        self.lash_scale = 1.0
+        self.lash_density = u(*st.lash_density)
+        self.lash_length = u(*st.lash_length)
+        self.skin_shading = u(*st.skin_shading)
+        self.iris_contrast = u(*st.iris_texture)
+        self.glint_spread = u(*st.glint_spread)
+        self.jpeg_quality = int(u(*st.jpeg_quality))
+        self.n_reflections = int(rng.integers(int(st.reflections[0]), int(st.reflections[1]) + 1))
+        self.reflection_strength = u(*st.reflection_strength)
+        self.extra_rng_seed = int(rng.integers(2**31))
+
     def _identity(self, rng: np.random.Generator) -> None:
         """Draw the per-person constants: geometry, camera, tones."""
-        u = rng.uniform
-        self.iris_r = u(82, 112)
-        self.eye_x, self.eye_y = WIDTH / 2 + u(-55, 55), HEIGHT / 2 + u(-5, 45)
+        u, st = rng.uniform, self.style
+        self.iris_r = u(*st.iris_radius)
+        self.eye_x, self.eye_y = WIDTH / 2 + u(*st.eye_shift_x), HEIGHT / 2 + u(*st.eye_shift_y)
         self.half_width = self.iris_r * u(2.1, 2.6)  # corner to corner / 2
         self.lid_up = self.iris_r * u(0.95, 1.4)  # upper lid height above the corner line
         self.lid_lo = self.iris_r * u(0.45, 0.75)
         self.lid_tilt = u(-0.08, 0.08)  # slope of the corner line
         self.lid_skew_up, self.lid_skew_lo = u(-0.25, 0.25), u(-0.25, 0.25)
         self.lid_rise = u(0.25, 0.45)  # how far the lower lid rises in a blink (x lid_lo)
-        self.open_base = u(0.75, 1.0)
+        self.open_base = u(*st.openness)
         self.ball_y = self.eye_y + u(-0.1, 0.2) * self.iris_r  # rotation centre, below the corner line
         self.rot_r = self.iris_r * u(1.6, 1.9)  # eye rotation radius (12 mm ball, 6 mm iris)
         # The camera sits below and to the side, so even a straight gaze is foreshortened.
-        self.cam_x, self.cam_y = u(-0.2, 0.2), u(-0.35, -0.1)
-        self.pupil_base = u(0.3, 0.5)
+        self.cam_x, self.cam_y = u(*st.camera_x), u(*st.camera_y)
+        self.pupil_base = u(*st.pupil_size)
         self.pupil_offset = rng.normal(0, 0.04, 2)  # pupils are rarely centred in the iris
         self.pupil_aspect = u(0.92, 1.0)
-        self.blink_rate = u(0.03, 0.08)  # per 5 Hz frame
-        # Tones (linear, 0..1 before gamma): sclera brighter than skin, iris darker, pupil darkest.
-        self.skin = u(0.42, 0.6)
-        self.sclera = min(0.95, self.skin * u(1.3, 1.6))
-        self.iris = u(0.2, 0.42)
-        self.pupil_tone = u(0.03, 0.09)
-        self.gamma = u(0.8, 1.25)
-        self.exposure = u(0.85, 1.15)
-        self.blur = u(0.6, 1.2)
-        self.read_noise, self.shot_noise = u(0.008, 0.02), u(0.01, 0.025)
+        self.blink_rate = u(*st.blink_rate)  # per 5 Hz frame
+        # Tones (linear, 0..1 before gamma): classic: sclera brighter than skin, iris darker, pupil darkest.
+        self.skin = u(*st.skin)
+        self.sclera = min(0.95, self.skin * u(*st.sclera_vs_skin))
+        self.iris = u(*st.iris)
+        self.pupil_tone = u(*st.pupil)
+        self.gamma = u(*st.gamma)
+        self.exposure = u(*st.exposure)
+        self.blur = u(*st.blur)
+        self.read_noise, self.shot_noise = u(*st.read_noise), u(*st.shot_noise)
+        # Lashes and glints are drawn in pixels of a classic eye (iris radius ~97 px); other styles scale them.
+        if not st.is_classic:
+            self.lash_scale = self.lash_length * self.iris_r / 97.0
 
     def _static_layers(self, rng: np.random.Generator) -> None:
         """Precompute what does not move within a sequence: skin, lens, iris texture, lash/LED layouts."""
         yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
         # Skin: smooth shading, mid-scale unevenness and pores.
         fine = cv2.GaussianBlur(rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32), (0, 0), 0.8)
-        shading = 1 + 0.12 * _smooth_noise(rng, (3, 4)) + 0.04 * _smooth_noise(rng, (12, 18)) + 0.04 * fine
+        shading = 1 + self.skin_shading * _smooth_noise(rng, (3, 4)) + 0.04 * _smooth_noise(rng, (12, 18)) + 0.04 * fine
         self.skin_map = (self.skin * shading).astype(np.float32)
         self.fine = fine
         self.noise_bank = rng.standard_normal(3 * HEIGHT * WIDTH, dtype=np.float32)
         # Lens: a dark vignette and faint concentric rings of the headset optics.
         lx, ly = WIDTH / 2 + rng.uniform(-40, 40), HEIGHT / 2 + rng.uniform(-30, 30)
         radius = np.hypot(xx - lx, (yy - ly) * 1.1) / 380.0
-        vignette = np.clip(1 - rng.uniform(0.55, 0.8) * radius ** rng.uniform(2.0, 3.2), 0.05, 1)
+        st = self.style
+        vignette = np.clip(1 - rng.uniform(*st.vignette) * radius ** rng.uniform(2.0, 3.2), 0.02 if st.vignette[1] > 1 else 0.05, 1)
         period, phase = rng.uniform(14, 26), rng.uniform(0, 2 * np.pi)
-        rings = 1 + rng.uniform(0.02, 0.05) * np.sin(radius * 380 / period * 2 * np.pi + phase) * radius
+        rings = 1 + rng.uniform(*st.lens_rings) * np.sin(radius * 380 / period * 2 * np.pi + phase) * radius
         self.lens = (vignette * rings).astype(np.float32)
         # Streak reflections of the optics: long faint arcs, each blurred into a soft band.
         streaks = np.zeros((HEIGHT, WIDTH), np.uint8)
-        for _ in range(rng.integers(1, 4)):
+        for _ in range(rng.integers(int(st.arc_streaks[0]), int(st.arc_streaks[1]) + 1)):
             centre = (int(rng.uniform(0, WIDTH)), int(rng.uniform(0, HEIGHT)))
             axes = (int(rng.uniform(150, 500)), int(rng.uniform(40, 200)))
             start = rng.uniform(0, 360)
@@ -124,7 +159,9 @@ class EyeSequence:
                 int(rng.integers(2, 7)),
                 cv2.LINE_AA,
             )
-        self.streaks = cv2.GaussianBlur(streaks.astype(np.float32) / 255, (0, 0), 3) * rng.uniform(0.04, 0.12)
+        self.streaks = cv2.GaussianBlur(streaks.astype(np.float32) / 255, (0, 0), 3) * rng.uniform(*st.arc_strength)
+        if not st.is_classic:
+            self.streaks += self._reflections(np.random.default_rng([self.extra_rng_seed, 1]))
         # Iris: radial fibres (noise long in radius, thin in angle), crypts, collarette.
         fibres = cv2.resize(
             rng.standard_normal((6, IRIS_THETA // 3)).astype(np.float32),
@@ -142,33 +179,39 @@ class EyeSequence:
         limbus = 1 - rng.uniform(0.35, 0.6) * np.clip((s - 0.72) / 0.28, 0, 1) ** 1.5
         ruff = 1 - 0.25 * np.exp(-s / 0.04)  # dark pigment rim at the pupil
         texture = (1 + 0.16 * fibres - 0.35 * crypts) * collarette * limbus * ruff
+        if not st.is_classic:  # the texture's contrast around its mean
+            texture = np.clip(texture.mean() + self.iris_contrast * (texture - texture.mean()), 0.05, None)
         # One wrap-around column so bilinear lookups across the angle seam are continuous.
         self.iris_tex = np.concatenate([texture, texture[:, :1]], axis=1).astype(np.float32)
         # Eyelashes: roots spread along the lids (denser towards the outer corner), most of
         # the upper ones hanging over the eye as seen from a camera below the eye.
         n_up, n_lo = int(rng.integers(70, 120)), int(rng.integers(25, 45))
+        if not st.is_classic:
+            n_up, n_lo = round(n_up * self.lash_density), round(n_lo * self.lash_density)
         self.lash_t = np.concatenate([rng.beta(2.2, 2.0, n_up) * 1.8 - 0.9, rng.uniform(-0.8, 0.8, n_lo)])
         self.lash_upper = np.arange(n_up + n_lo) < n_up
         down = np.where(rng.random(n_up) < 0.65, 1.0, -1.0)
         self.lash_dir_y = np.concatenate([down, np.ones(n_lo)])
-        self.lash_len = np.concatenate([rng.uniform(18, 50, n_up), rng.uniform(8, 22, n_lo)])
+        self.lash_len = np.concatenate([rng.uniform(18, 50, n_up), rng.uniform(8, 22, n_lo)]) * self.lash_scale
         self.lash_spread = rng.uniform(0.5, 1.2, n_up + n_lo)  # outward lean, x lash position
         self.lash_curl = rng.normal(0, 0.25, n_up + n_lo)
         self.lash_thick = rng.random(n_up + n_lo) < 0.3
-        self.lash_dark = rng.uniform(0.55, 0.85)
-        # LED ring: 8-12 LEDs around the lens, seen as glints on the cornea.
-        n_led = int(rng.integers(8, 13))
+        self.lash_dark = rng.uniform(*st.lash_dark)
+        # LED ring: classic 8-12 LEDs around the lens, seen as glints on the cornea.
+        n_led = int(rng.integers(int(st.glints[0]), int(st.glints[1]) + 1))
         self.led_angle = (
             np.linspace(0, 2 * np.pi, n_led, endpoint=False)
             + rng.uniform(0, 2 * np.pi)
             + rng.normal(0, 0.08, n_led)
         )
         self.led_axes = self.iris_r * np.array([rng.uniform(0.45, 0.7), rng.uniform(0.35, 0.55)])
-        self.led_size = rng.uniform(1.2, 2.6, n_led)
+        self.led_size = rng.uniform(*st.glint_size, n_led)
+        if not st.is_classic:
+            self.led_axes = self.led_axes * self.glint_spread
 
     def _trajectory(self, rng: np.random.Generator) -> list[_FrameState]:
         """Simulate the 5 Hz sequence: fixations with drift, saccades, pupil changes, blinks."""
-        max_x, max_y = 0.45, 0.32  # ~26 and ~18 degrees
+        max_x, max_y = 0.45 * self.gaze_scale, 0.32 * self.gaze_scale  # classic: ~26 and ~18 degrees
         target = np.array([rng.normal(0, 0.15), rng.normal(0, 0.1)])
         gaze = target.copy()
         pupil, slip = self.pupil_base, np.zeros(2)
@@ -250,8 +293,8 @@ class EyeSequence:
         crease = upper32 - 0.35 * self.iris_r * (0.3 + 0.7 * min(1.0, state.openness))
         # Everything that depends on the eye lives in a band of rows around it (lashes, crease
         # and lid margins included); outside it the frame is plain skin, drawn once.
-        top = max(0, int(crease.min()) - 56)
-        bottom = min(HEIGHT, int(lower32.max()) + 32)
+        top = max(0, int(crease.min()) - int(56 * self.lash_scale))
+        bottom = min(HEIGHT, int(lower32.max()) + int(32 * self.lash_scale))
         rows = np.arange(top, bottom, dtype=np.float32)[:, None]
 
         # Eye opening: signed distance to the nearer lid, normal to the lid curve.
@@ -290,17 +333,113 @@ class EyeSequence:
             band += self._glints(state, centre, rng)[top:bottom] * cover_open
         if lashes:
             band *= 1 - self.lash_dark * self._lashes(upper, lower, state)[top:bottom]
-        # Optics and sensor: lens vignette and rings, streaks, exposure, focus blur, gamma, noise.
         gain = self.exposure * state.gain
+        if self.style.is_classic:
+            image = self._optics(image, gain)
+            return self._sensor(image, rng), label
+        return self._camera_frame(image, label, centre, gain, n, rng)
+
+    def _optics(self, image: np.ndarray, gain: float) -> np.ndarray:
+        """Lens vignette and rings, streaks, exposure, focus blur, gamma."""
         image = cv2.scaleAdd(cv2.multiply(image, self.lens, scale=gain), gain, self.streaks)
         image = cv2.GaussianBlur(np.clip(image, 0, 1), (0, 0), self.blur)
         cv2.pow(image, self.gamma, dst=image)
-        # Noise: a random window of the sequence's noise bank (drawing fresh normals costs more
-        # than the rest of the frame); read noise plus shot noise that grows with the signal.
-        start = int(rng.integers(0, self.noise_bank.size - HEIGHT * WIDTH))
-        noise = self.noise_bank[start : start + HEIGHT * WIDTH].reshape(HEIGHT, WIDTH)
+        return image
+
+    def _sensor(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Noise, then 8 bits: a random window of the sequence's noise bank (drawing fresh normals
+        costs more than the rest of the frame); read noise plus shot noise that grows with the signal."""
+        size = image.size
+        start = int(rng.integers(0, self.noise_bank.size - size))
+        noise = self.noise_bank[start : start + size].reshape(image.shape)
         image += noise * np.sqrt(self.read_noise**2 + self.shot_noise**2 * image)
-        return cv2.convertScaleAbs(image, alpha=255), label
+        return cv2.convertScaleAbs(image, alpha=255)
+
+    def _camera_frame(
+        self, image: np.ndarray, label: np.ndarray, centre: np.ndarray, gain: float, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The styles beyond classic: occluder, roll, optics, the camera's aspect and rows, JPEG, events."""
+        events = np.random.default_rng([self.extra_rng_seed, 2, n])
+        st = self.style
+        black, over, occluded = events.random(3) < (st.black_p, st.overexposed_p, st.occluder_p)
+        if occluded:
+            self._occlude(image, label, centre, events)
+        if self.roll:
+            image, label = self._rolled(image, label)
+        if over:
+            gain *= events.uniform(2.5, 5.0)
+        image = self._optics(image, gain)
+        x0, y0, w, h = self.camera_box
+        rows = min(h, round(self.camera_rows))
+        cols = max(1, round(w * rows / h))
+        seen = image[y0 : y0 + h, x0 : x0 + w]
+        if (cols, rows) != (w, h):
+            seen = cv2.resize(seen, (cols, rows), interpolation=cv2.INTER_AREA)
+        seen = self._sensor(np.ascontiguousarray(seen), rng)
+        if black:  # the illumination off: the sensor's dark noise only
+            seen = events.integers(0, 4, seen.shape, dtype=np.uint8)
+            label = np.zeros_like(label)
+        elif self.jpeg_quality <= 100:
+            encoded = cv2.imencode(".jpg", seen, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])[1]
+            seen = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+        if (cols, rows) != (w, h):
+            seen = cv2.resize(seen, (w, h), interpolation=cv2.INTER_LINEAR)
+        frame = np.zeros((HEIGHT, WIDTH), np.uint8)
+        frame[y0 : y0 + h, x0 : x0 + w] = seen
+        if (w, h) != (WIDTH, HEIGHT):
+            outside = np.ones((HEIGHT, WIDTH), bool)
+            outside[y0 : y0 + h, x0 : x0 + w] = False
+            label[outside] = 0
+        return frame, label
+
+    @property
+    def camera_box(self) -> tuple[int, int, int, int]:
+        """Where the camera's frame sits in 640 x 400 (x, y, width, height): its aspect, letterboxed."""
+        w = min(WIDTH, round(HEIGHT * self.aspect))
+        h = min(HEIGHT, round(WIDTH / self.aspect))
+        return (WIDTH - w) // 2, (HEIGHT - h) // 2, w, h
+
+    @property
+    def roll_matrix(self) -> np.ndarray:
+        """The camera roll as a 2 x 3 affine map of the render, around the eye."""
+        return cv2.getRotationMatrix2D((float(self.eye_x), float(self.eye_y)), self.roll, 1.0)
+
+    def _rolled(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image and label turned by the camera roll; each label pixel takes the class covering most of it."""
+        matrix, size = self.roll_matrix, (WIDTH, HEIGHT)
+        border = cv2.BORDER_REFLECT_101
+        image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=border)
+        cover = [cv2.warpAffine((label == c).astype(np.float32), matrix, size, flags=cv2.INTER_LINEAR, borderMode=border)
+                 for c in range(4)]  # fmt: skip
+        return image, np.argmax(np.stack(cover), axis=0).astype(np.uint8)
+
+    def _occlude(self, image: np.ndarray, label: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> None:
+        """A dark or bright band across the eye; the label is background where it covers most of a pixel."""
+        angle = rng.uniform(0, np.pi)
+        through = centre + rng.normal(0, 0.8 * self.iris_r, 2)
+        reach = np.array([math.cos(angle), math.sin(angle)]) * 2 * WIDTH
+        layer = np.zeros((HEIGHT, WIDTH), np.uint8)
+        a, b = ((through - reach) * 16).astype(int), ((through + reach) * 16).astype(int)
+        width = max(1, int(rng.uniform(0.2, 0.9) * self.iris_r))  # thickness is in pixels, not shifted
+        cv2.line(layer, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 255, width, cv2.LINE_AA, 4)
+        cover = cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), rng.uniform(1, 6))
+        tone = rng.uniform(0.0, 0.08) if rng.random() < 0.6 else rng.uniform(0.7, 1.0)
+        image += cover * (tone - image)
+        label[cover > 0.5] = 0
+
+    def _reflections(self, rng: np.random.Generator) -> np.ndarray:
+        """Long straight bright reflections of the headset's lens, across the whole frame (image only)."""
+        layer = np.zeros((HEIGHT, WIDTH), np.float32)
+        for _ in range(self.n_reflections):
+            angle = rng.uniform(0, np.pi)
+            through = np.array([rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)])
+            reach = np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(150, 2 * WIDTH)
+            band = np.zeros((HEIGHT, WIDTH), np.uint8)
+            a, b = ((through - reach) * 16).astype(int), ((through + reach) * 16).astype(int)
+            width = int(rng.uniform(1, 9))  # thickness is in pixels, not shifted
+            cv2.line(band, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 255, width, cv2.LINE_AA, 4)
+            layer += cv2.GaussianBlur(band.astype(np.float32) / 255, (0, 0), rng.uniform(0.8, 5)) * rng.uniform(0.4, 1.0)
+        return layer * self.reflection_strength
 
     def _draw_iris(
         self,
@@ -376,7 +515,11 @@ class EyeSequence:
         for name, (middle, a) in shapes.items():
             eigenvalues, vectors = np.linalg.eigh(a.T @ a)  # ascending: the major axis first
             major, minor = 2 / np.sqrt(eigenvalues)
-            angle = math.degrees(math.atan2(vectors[1, 0], vectors[0, 0])) % 180.0
+            direction = vectors[:, 0]
+            if self.roll:  # a rotation moves the centre and turns the axes, lengths kept
+                turn = self.roll_matrix
+                middle, direction = turn[:, :2] @ middle + turn[:, 2], turn[:, :2] @ direction
+            angle = math.degrees(math.atan2(direction[1], direction[0])) % 180.0
             out[name] = (float(middle[0]), float(middle[1]), float(major), float(minor), angle)
         return out
 
