@@ -3,6 +3,7 @@
     python train.py --config configs/cpu_fast.yaml --data-dir data/synthetic --fold 0
     torchrun --nproc_per_node=2 train.py --config ... --fold 0          # DDP (NCCL / gloo)
     python train.py --config configs/student.yaml ... --teacher teacher/   # distil a teacher's soft targets
+    python train.py --config C --data-dir D --fold 0 --init weights/default.pt   # fine-tune a trained model
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=Path("runs"))
     parser.add_argument("--name", help="run name (default: the config's file name)")
     parser.add_argument("--resume", help="'auto' (last.pt of this run if any) or a checkpoint path")
+    parser.add_argument(
+        "--init", type=Path, metavar="CHECKPOINT",
+        help="start from a trained model's every weight (encoder and decoder) with a fresh optimizer, schedule, "
+        "epoch 0 and best score; the config must have its architecture (network, encoder, network_params, "
+        "in_channels, num_classes, input.scale, input.normalize), encoder_weights is not read. A run that "
+        "--resume continues keeps its own weights: --init is then ignored",
+    )  # fmt: skip
     parser.add_argument("--pseudo-dir", type=Path, help="pseudo-labels (from predict_ensemble.py --pseudo-dir)")
     parser.add_argument(
         "--teacher", type=Path,
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     resume_path = distributed.from_main(lambda: resolve_resume(args.resume, run_dir))  # one decision
-    model = build_model(config, pretrained=resume_path is None).to(device)  # a resume loads every weight
+    # A resume or --init loads every weight: the encoder's pretrained weights are not read.
+    model = build_model(config, pretrained=resume_path is None and args.init is None).to(device)
     if config.channels_last:
         model.to_channels_last()
     criterion = build_criterion_for(config, args.config)
@@ -141,9 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     history = History(run_dir / "history.csv")
     trained_on = trained_on_keys(train_keys, args.pseudo_dir, teacher)
-    start = start_or_resume(resume_path, run_dir, args.fold, config, trained_on, history, model, optimizer, scheduler, scaler)
+    start = start_or_resume(
+        resume_path, run_dir, args.fold, config, trained_on, history, model, optimizer, scheduler, scaler, args.init
+    )
     if start.resumed_from is not None:
         log(f"resumed {start.resumed_from} at epoch {start.epoch} (best mIoU {start.best_miou:.4f})")
+        if args.init is not None:
+            log(f"--init {args.init} not applied: a resumed run continues from its own weights")
+    elif start.init is not None:
+        log(f"weights from {start.init['path']} (--init: encoder and decoder; fresh optimizer and schedule)")
     if distributed.is_main():
         create_run_folder(run_dir, config, comments=[runtime_line])
     run = FoldRun(

@@ -4,7 +4,8 @@ A checkpoint is `{"model": state_dict, "optimizer", "scheduler", "scaler", "epoc
 "best_miou", "config", "rng", "trained_on"}` (`training_checkpoint` builds it; train.py adds
 what its resume checks need); `config` is the resolved config as plain data, so a checkpoint
 alone rebuilds its model, and `trained_on` lists the label keys the model learned from, which
-the pseudo-label leakage rule reads (absent when unknown). Loading also accepts the original recipe's
+the pseudo-label leakage rule reads (absent when unknown), and `init` says which checkpoint a
+fine-tuned run started from (`init_from_checkpoint`). Loading also accepts the original recipe's
 `{"epoch", "state_dict": {"module.<key>": ...}, "miou_best": numpy float64}` (its config must
 then be given). Everything is stored as tensors and plain Python values, so
 `torch.load(weights_only=True)` reads it, with only the recipe's numpy scalar globals allowed
@@ -25,7 +26,21 @@ from models.zoo import SegmentationModel, build_model
 from utils.atomic import atomic_path
 from utils.errors import InputError
 
-__all__ = ["training_checkpoint", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "model_state"]
+__all__ = [
+    "training_checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "model_state",
+    "ARCHITECTURE_KEYS",
+    "init_from_checkpoint",
+]
+
+# What a state dict's shapes and the meaning of its weights depend on: the network and its
+# parameters, and what the network is fed (channels, the input scale, the normalisation).
+ARCHITECTURE_KEYS = (
+    "network", "encoder", "network_params", "in_channels", "num_classes", "input.scale", "input.normalize",
+)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -67,11 +82,14 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict of a model, unwrapped from DDP / torch.compile."""
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
-    return model.state_dict()
+    return _unwrapped(model).state_dict()
 
 
 def model_from_checkpoint(
@@ -88,18 +106,79 @@ def model_from_checkpoint(
             raise InputError("checkpoint carries no config (the original recipe's format): give its config", path)
         config = config_from_dict(payload["config"], f"{path} (embedded config)")
     model = build_model(config, pretrained=False)
-    if "model" in payload:
-        state = payload["model"]
-    else:  # the recipe: DataParallel-wrapped smp model
-        state = {"net." + k.removeprefix("module."): v for k, v in payload["state_dict"].items()}
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(_model_weights(payload))
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise InputError(
             f"weights do not match {config.network}/{config.encoder} ({first[:120]})", path
         ) from None
     return model, config, payload
+
+
+def _model_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A checkpoint's SegmentationModel state dict (ours, or the recipe's DataParallel-wrapped smp model)."""
+    if "model" in payload:
+        return payload["model"]
+    return {"net." + k.removeprefix("module."): v for k, v in payload["state_dict"].items()}
+
+
+def _architecture(config: Config) -> dict[str, Any]:
+    """The ARCHITECTURE_KEYS values of a config, by dotted key."""
+    values: dict[str, Any] = {}
+    for key in ARCHITECTURE_KEYS:
+        value: Any = config.model_dump(mode="json")
+        for part in key.split("."):
+            value = value[part]
+        values[key] = value
+    return values
+
+
+def init_from_checkpoint(model: torch.nn.Module, config: Config, path: Path | str) -> dict[str, Any]:
+    """Load every weight of a trained model (encoder and decoder) into `model`, built from `config`.
+
+    For fine-tuning (train.py --init): the optimizer, schedule, epoch and best score stay fresh.
+    Refused with a one-line InputError naming the checkpoint when its embedded config differs from
+    `config` in an ARCHITECTURE_KEYS entry (a checkpoint without one, the recipe's, is checked by
+    its tensors alone), or when a tensor is missing, extra or of another shape. Weights are cast to
+    the model's dtypes (fp16 weights-only files load into fp32 models). Returns what the run records:
+    ``{"path": str, "trained_on": the checkpoint's label keys, or None when it does not say}``.
+    """
+    path = Path(path)
+    payload = load_checkpoint(path)
+    if payload.get("config") is not None:
+        saved = _architecture(config_from_dict(payload["config"], f"{path} (embedded config)"))
+        wanted = _architecture(config)
+        changed = [f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in ARCHITECTURE_KEYS if saved[k] != wanted[k]]
+        if changed:
+            raise InputError(
+                f"--init needs the architecture of this run's config, and the checkpoint's differs "
+                f"({'; '.join(changed)}): set these keys as the checkpoint has them, or train without --init",
+                path,
+            )
+    state, own = _model_weights(payload), model_state(model)
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise InputError("its model weights are not a state dict of tensors", path)
+    missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & state.keys() if state[k].shape != own[k].shape)
+    if missing or extra or reshaped:
+        example = (
+            f"{reshaped[0]} is {tuple(state[reshaped[0]].shape)} there, {tuple(own[reshaped[0]].shape)} here"
+            if reshaped
+            else f"{(missing or extra)[0]} {'missing' if missing else 'not in this model'}"
+        )
+        raise InputError(
+            f"--init: the weights do not fit {config.network}/{config.encoder} ({len(missing)} missing, "
+            f"{len(extra)} extra, {len(reshaped)} of another shape; e.g. {example})",
+            path,
+        )
+    _unwrapped(model).load_state_dict({key: state[key].to(tensor.dtype) for key, tensor in own.items()})
+    trained_on = payload.get("trained_on")
+    if trained_on is not None and not (
+        isinstance(trained_on, list) and all(isinstance(key, str) for key in trained_on)
+    ):
+        raise InputError("'trained_on' must be a list of label keys like 'S_0/3'", path)
+    return {"path": str(path), "trained_on": trained_on}
 
 
 def training_checkpoint(

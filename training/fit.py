@@ -69,7 +69,7 @@ class FoldRun:
         return training_checkpoint(
             self.model, self.optimizer, self.scheduler, self.scaler, epoch=epochs_done, best_miou=best,
             config=self.config, rng=rng_state(), trained_on=self.start.trained_on,
-            run=run_identity(self.run_dir, self.fold),
+            run=run_identity(self.run_dir, self.fold), **({"init": self.start.init} if self.start.init else {}),
         )  # fmt: skip
 
     def close_loaders(self) -> None:

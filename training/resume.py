@@ -4,6 +4,10 @@ A run folder is one run of one fold: its checkpoints record the run's name, fold
 it trained on (`trained_on`, which the pseudo-label leakage rule reads). A folder that holds a
 run is never restarted over it, and a checkpoint is never continued into another run's folder:
 the weights, the history and `trained_on` would then describe two different trainings.
+
+A new run may start from a trained model's weights (`--init`, models.checkpoint.init_from_checkpoint);
+its checkpoints then record where from (`init`), and its `trained_on` includes what that model
+learned from. A resumed run continues from its own weights: `--init` does not apply to it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import torch
 
 from config.schema import Config
-from models.checkpoint import load_checkpoint
+from models.checkpoint import init_from_checkpoint, load_checkpoint
 from training.progress import History
 from training.state import restore_rng_state
 from utils import distributed
@@ -25,6 +29,7 @@ from utils.errors import InputError
 __all__ = [
     "check_fresh_start",
     "check_same_run",
+    "inherited_trained_on",
     "run_identity",
     "resolve_resume",
     "config_changes",
@@ -79,6 +84,18 @@ def run_identity(run_dir: Path, fold: int) -> dict[str, Any]:
     return {"name": run_dir.parent.name, "fold": fold, "world_size": distributed.world_size()}
 
 
+def inherited_trained_on(trained_on: list[str] | None, init: dict[str, Any] | None) -> list[str] | None:
+    """What a run learned from: its own frames, and those of the model it started from (--init).
+
+    None (unknown, which the leakage rule counts as every label) when either does not say.
+    """
+    if init is None or trained_on is None:
+        return trained_on
+    if init.get("trained_on") is None:
+        return None
+    return sorted(set(trained_on) | set(init["trained_on"]))
+
+
 def check_same_run(
     payload: dict[str, Any], path: Path, run_dir: Path, fold: int, trained_on: list[str]
 ) -> list[str] | None:
@@ -86,8 +103,10 @@ def check_same_run(
 
     Names what differs. A checkpoint that does not record what it trained on (written before
     train.py saved it) returns None: the resumed run then does not claim to know either, and the
-    leakage rule counts it as trained on every label.
+    leakage rule counts it as trained on every label. The frames of the model a run started from
+    (its `init`) count as the run's.
     """
+    trained_on = inherited_trained_on(trained_on, payload.get("init")) or []
     saved = payload.get("run") or {}
     current = run_identity(run_dir, fold)
     # A checkpoint inside this run folder is this run's, whatever the folder is called now.
@@ -157,6 +176,7 @@ class Start:
     carry: tuple[float, int, float] = (0.0, 0, 0.0)  # (loss sum, images, seconds) of those steps
     trained_on: list[str] | None = None
     resumed_from: Path | None = None
+    init: dict[str, Any] | None = None  # init_from_checkpoint's record: the weights a new run started from
 
 
 def start_or_resume(
@@ -170,12 +190,15 @@ def start_or_resume(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler,
+    init_path: Path | None = None,
 ) -> Start:
-    """A new run (checked not to overwrite one), or everything restored from `resume_path`."""
+    """A new run (checked not to overwrite one; from `init_path`'s weights when given), or everything
+    restored from `resume_path` (then `init_path` is not used: a resumed run keeps its own weights)."""
     if resume_path is None:
         distributed.from_main(lambda: check_fresh_start(run_dir))
         history.truncate(0)  # rows of a first epoch killed while saving
-        return Start(trained_on=trained_on)
+        init = init_from_checkpoint(model, config, init_path) if init_path is not None else None
+        return Start(trained_on=inherited_trained_on(trained_on, init), init=init)
     payload = distributed.on_every_rank(lambda: load_checkpoint(resume_path))
     trained_on_kept = check_same_run(payload, resume_path, run_dir, fold, trained_on)
     changed = config_changes(payload.get("config"), config)
@@ -196,7 +219,7 @@ def start_or_resume(
         detail = " ".join(str(exc).split())[:240]
         raise InputError(f"cannot resume from this checkpoint: {detail}", resume_path) from None
     start = Start(int(payload["epoch"]), float(payload["best_miou"]), int(payload.get("step", 0)))
-    start.trained_on, start.resumed_from = trained_on_kept, resume_path
+    start.trained_on, start.resumed_from, start.init = trained_on_kept, resume_path, payload.get("init")
     if start.step and distributed.is_main():  # the carried sums are global: one rank adds them
         start.carry = tuple(payload["partial"])
     restore_rng_state(payload["rng"])
