@@ -1,5 +1,6 @@
 """Segment your own eye images, folders and videos: masks, overlays, pupil and iris measurements.
 
+    python segment.py --input eye.mp4 --out seg          # the default model, weights/default.pt
     python segment.py --checkpoints runs/cpu_fast/fold_0/best.pt runs/cpu_fast/fold_1/best.pt \\
         --input eye.mp4 --out seg --overlay
     python segment.py --ensemble configs/ensemble.yaml --input frames/ --out seg --masks npy
@@ -30,14 +31,19 @@ from utils.errors import InputError, cli_entry
 from viz.segmentation import draw_segmentation, plot_pupil
 
 EXIT_CTRL_C = 130
+# The shipped default model (make pretrain, weights/default.json), used when no model is named.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    models = parser.add_mutually_exclusive_group(required=True)
-    models.add_argument("--checkpoints", nargs="+", help="checkpoints, weight 1 each (configs embedded)")
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument(
+        "--checkpoints", nargs="+",
+        help=f"checkpoints, weight 1 each (configs embedded); with neither this nor --ensemble: {DEFAULT_WEIGHTS}",
+    )  # fmt: skip
     models.add_argument(
         "--ensemble", type=Path, help="ensemble YAML: members (checkpoint globs, weights), tta"
     )
@@ -70,8 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     ):
         raise InputError("--batch-size and --max-frames must be >= 1")
     source = open_frames(args.input, exclude=args.out)
+    checkpoints = args.checkpoints
+    if checkpoints is None and args.ensemble is None:  # a user's own models always win
+        if not DEFAULT_WEIGHTS.is_file():
+            raise InputError("no model named (--checkpoints or --ensemble) and the default model is missing", DEFAULT_WEIGHTS)
+        checkpoints = [str(DEFAULT_WEIGHTS)]
     segmenter = Segmenter.from_checkpoints(
-        args.checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size
+        checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size
     )
     prepare_output_dir(args.out, args.overwrite)
     print(f"{source.kind} {source.label}: {len(segmenter.members)} models; {segmenter.runtime}")

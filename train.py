@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     if teacher is not None:
         log(f"teacher {teacher.folder}: {len(teacher.keys)} frames to distil on ({teacher.dropped} dropped by the "
             f"leakage rule), share {config.distill.share}, weight {config.distill.weight}, temperature {config.distill.temperature}")  # fmt: skip
+    render = config.data.render
+    if render.frames_per_epoch:
+        log(f"rendered frames: {render.frames_per_epoch} new ones every epoch, styles {', '.join(render.styles)}")
     log(
         f"fold {args.fold}: {len(train_keys)} train + {len(pseudo_keys or [])} pseudo-labelled frames, "
         f"{len(val_keys)} val, {config.optimizer.schedule.epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"

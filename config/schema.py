@@ -133,10 +133,20 @@ class Validation(_Strict):
     tta: Literal["none", "hflip"] = "hflip"
 
 
+class Render(_Strict):
+    """Training frames rendered afresh every epoch (dataset/synthetic/stream.py), beside the fold's labels."""
+
+    # New frames per epoch; 0: off.
+    frames_per_epoch: int = Field(0, ge=0)
+    # Renderer styles (dataset/synthetic/style.py), taken in turn: classic, headset, closeup, remote; real = the last three.
+    styles: list[str] = Field(default_factory=lambda: ["real"])
+
+
 class Data(_Strict):
     workers: int = Field(2, ge=0)
     # Keep decoded frames in memory: PNG decoding dominates small-model epochs on a CPU.
     cache: bool = True
+    render: Render = Field(default_factory=Render)
 
 
 class Pseudo(_Strict):

@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from config.schema import Config
 from dataset.create_kfolds import fold_files
 from dataset.openeds import LabeledDataset, OpenEDSIndex, read_sample_list
+from dataset.synthetic.stream import RenderedFrames
 from training.augment import AugmentedDataset, build_train_transform
 from training.distill import Teacher, TeacherDataset
 from training.preflight import check_fold_lists, check_frames
@@ -72,12 +73,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Each epoch: all real samples plus a share of pseudo samples, shuffled, split across ranks.
 
     With n_real real samples and pseudo share s, an epoch holds round(n_real * s / (1 - s))
-    pseudo samples (at most all of them), drawn anew every epoch. Ranks get equal lengths
-    (the order is cycled to a multiple of world_size) so DDP steps stay in lockstep.
+    pseudo samples (at most all of them), drawn anew every epoch. `fresh` more samples per epoch
+    come after those, new ones every epoch (epoch e takes the e-th block of `fresh`): rendered
+    frames. Ranks get equal lengths (the order is cycled to a multiple of world_size) so DDP
+    steps stay in lockstep.
     """
 
-    def __init__(self, n_real: int, n_pseudo: int = 0, share: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, n_real: int, n_pseudo: int = 0, share: float = 0.0, seed: int = 0, fresh: int = 0) -> None:
         self.n_real, self.n_pseudo, self.seed, self.epoch, self.skip = n_real, n_pseudo, seed, 0, 0
+        self.fresh = fresh
         self.n_pseudo_per_epoch = min(n_pseudo, round(n_real * share / (1 - share))) if n_pseudo else 0
         self.rank, self.world = distributed.rank(), distributed.world_size()
 
@@ -89,13 +93,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self._per_rank() - self.skip
 
     def _per_rank(self) -> int:
-        total = self.n_real + self.n_pseudo_per_epoch
+        total = self.n_real + self.n_pseudo_per_epoch + self.fresh
         return -(-total // self.world)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         pseudo = self.n_real + torch.randperm(self.n_pseudo, generator=generator)[: self.n_pseudo_per_epoch]
-        order = torch.cat([torch.arange(self.n_real), pseudo])
+        fresh = self.n_real + self.n_pseudo + self.epoch * self.fresh + torch.arange(self.fresh)
+        order = torch.cat([torch.arange(self.n_real), pseudo, fresh])
         order = order[torch.randperm(len(order), generator=generator)].tolist()
         per_rank = self._per_rank()
         order = (order * self.world)[: per_rank * self.world]
@@ -150,9 +155,14 @@ def build_loaders(
         parts.append(extra_sets[0])
         n_extra, share = len(teacher.keys), config.distill.share
     check_frames(index.root, decoded=[train_set, val_set], headers_only=extra_sets)
+    render = config.data.render
+    if render.frames_per_epoch:  # after the pseudo/teacher part, as EpochSampler numbers them
+        epochs = config.optimizer.schedule.epochs
+        rendered = RenderedFrames(render.styles, render.frames_per_epoch * epochs, seed)
+        parts.append(_Tagged(rendered, pseudo=False, soft_classes=teacher.num_classes if teacher else 0))
     transform = build_train_transform(config.input)
     augmented = AugmentedDataset(ConcatDataset(parts), transform, seed, config.in_channels)
-    sampler = EpochSampler(len(train_keys), n_extra, share, seed)
+    sampler = EpochSampler(len(train_keys), n_extra, share, seed, fresh=render.frames_per_epoch)
     batch_size = config.optimizer.batch_size
     common = {
         "num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0 and cache,

@@ -79,7 +79,8 @@ class Style:
     # Per-frame events
     black_p: float = 0.0  # the illumination off: a black frame, labelled all background
     overexposed_p: float = 0.0  # exposure x 2.5-5, clipped
-    occluder_p: float = 0.0  # a dark or bright band (a frame, a finger, hair) over the eye, labelled background
+    # a dark or bright band (a frame, a finger, hair) over the eye, labelled background
+    occluder_p: float = 0.0
 
     @property
     def is_classic(self) -> bool:
@@ -246,5 +247,7 @@ def style_table() -> str:
         return f"{value:g}"
 
     lines = ["| knob | " + " | ".join(STYLES) + " |", "|---|" + "---|" * len(STYLES)]
-    lines += [f"| `{k}` | " + " | ".join(cell(k, getattr(s, k)) for s in STYLES.values()) + " |" for k in knobs]
+    lines += [
+        f"| `{k}` | " + " | ".join(cell(k, getattr(s, k)) for s in STYLES.values()) + " |" for k in knobs
+    ]
     return "\n".join(lines)
