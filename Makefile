@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data/synthetic
 JOBS ?= 2
 
-.PHONY: setup test test-fast demo student bench bench-segment bench-student lint format contact-sheet clean
+.PHONY: setup test test-fast demo pretrain student bench bench-segment bench-student lint format contact-sheet clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo --out demo
+
+# The default model, trained from freshly rendered eyes of the real-camera styles (scripts/pretrain.py):
+# pretrain/weights/default.pt + default.json; copy them to weights/ to ship them (when they score better).
+pretrain: $(STAMP)
+	$(PY) -m scripts.pretrain --out pretrain
 
 # Teacher ensemble (make demo's, if there) -> distilled student -> labels-only student -> test
 # mIoU of all three -> export.py -> segment.py on a synthetic video (scripts/student.py).

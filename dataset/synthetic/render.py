@@ -83,6 +83,9 @@ class EyeSequence:
         self.gaze_scale = u(*st.gaze)
         self.lash_scale = 1.0
         self.lash_density = u(*st.lash_density)
+        self.lash_down = u(*st.lash_down)
+        self.lash_thickness = u(*st.lash_thickness)
+        self.skin_texture = u(*st.skin_texture)
         self.lash_length = u(*st.lash_length)
         self.skin_shading = u(*st.skin_shading)
         self.iris_contrast = u(*st.iris_texture)
@@ -122,15 +125,20 @@ class EyeSequence:
         self.blur = u(*st.blur)
         self.read_noise, self.shot_noise = u(*st.read_noise), u(*st.shot_noise)
         # Lashes and glints are drawn in pixels of a classic eye (iris radius ~97 px); other styles scale them.
+        self.lash_widths = (1, 2)  # px, thin and thick lashes
         if not st.is_classic:
             self.lash_scale = self.lash_length * self.iris_r / 97.0
+            width = self.lash_thickness * self.iris_r / 97.0
+            self.lash_widths = (max(1, round(width)), max(2, round(2 * width)))
 
     def _static_layers(self, rng: np.random.Generator) -> None:
         """Precompute what does not move within a sequence: skin, lens, iris texture, lash/LED layouts."""
         yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
         # Skin: smooth shading, mid-scale unevenness and pores.
         fine = cv2.GaussianBlur(rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32), (0, 0), 0.8)
-        shading = 1 + self.skin_shading * _smooth_noise(rng, (3, 4)) + 0.04 * _smooth_noise(rng, (12, 18)) + 0.04 * fine
+        shading = (
+            1 + self.skin_shading * _smooth_noise(rng, (3, 4)) + 0.04 * _smooth_noise(rng, (12, 18)) + self.skin_texture * fine
+        )
         self.skin_map = (self.skin * shading).astype(np.float32)
         self.fine = fine
         self.noise_bank = rng.standard_normal(3 * HEIGHT * WIDTH, dtype=np.float32)
@@ -190,7 +198,7 @@ class EyeSequence:
             n_up, n_lo = round(n_up * self.lash_density), round(n_lo * self.lash_density)
         self.lash_t = np.concatenate([rng.beta(2.2, 2.0, n_up) * 1.8 - 0.9, rng.uniform(-0.8, 0.8, n_lo)])
         self.lash_upper = np.arange(n_up + n_lo) < n_up
-        down = np.where(rng.random(n_up) < 0.65, 1.0, -1.0)
+        down = np.where(rng.random(n_up) < self.lash_down, 1.0, -1.0)
         self.lash_dir_y = np.concatenate([down, np.ones(n_lo)])
         self.lash_len = np.concatenate([rng.uniform(18, 50, n_up), rng.uniform(8, 22, n_lo)]) * self.lash_scale
         self.lash_spread = rng.uniform(0.5, 1.2, n_up + n_lo)  # outward lean, x lash position
@@ -367,7 +375,7 @@ class EyeSequence:
         if self.roll:
             image, label = self._rolled(image, label)
         if over:
-            gain *= events.uniform(2.5, 5.0)
+            gain *= events.uniform(2.0, 4.0)
         image = self._optics(image, gain)
         x0, y0, w, h = self.camera_box
         rows = min(h, round(self.camera_rows))
@@ -569,6 +577,7 @@ class EyeSequence:
         y = root_y[:, None] + length * self.lash_dir_y[:, None] * (s - 0.35 * s**2)
         points = (np.stack([x, y], axis=-1) * 16).astype(np.int32)
         layer = np.zeros((HEIGHT, WIDTH), np.uint8)
-        cv2.polylines(layer, list(points[~self.lash_thick]), False, 255, 1, cv2.LINE_AA, 4)
-        cv2.polylines(layer, list(points[self.lash_thick]), False, 255, 2, cv2.LINE_AA, 4)
+        thin, thick = self.lash_widths
+        cv2.polylines(layer, list(points[~self.lash_thick]), False, 255, thin, cv2.LINE_AA, 4)
+        cv2.polylines(layer, list(points[self.lash_thick]), False, 255, thick, cv2.LINE_AA, 4)
         return layer.astype(np.float32) / 255

@@ -52,9 +52,12 @@ class Style:
     lash_density: Range = (1.0, 1.0)  # x 70-120 upper and 25-45 lower lashes
     lash_length: Range = (1.0, 1.0)  # x 18-50 px (upper), 8-22 px (lower), at an iris radius of 97 px
     lash_dark: Range = (0.55, 0.85)  # how much of the light a lash stops
+    lash_thickness: Range = (1.0, 1.0)  # x 1 px (thin) and 2 px (thick lashes), at an iris radius of 97 px
+    lash_down: Range = (0.65, 0.65)  # share of upper lashes hanging down over the eye (the rest point up)
     # Tones (linear 0..1 before gamma)
     skin: Range = (0.42, 0.6)
     skin_shading: Range = (0.12, 0.12)  # amplitude of the skin's broad unevenness
+    skin_texture: Range = (0.04, 0.04)  # amplitude of the skin's pores and fine speckle
     sclera_vs_skin: Range = (1.3, 1.6)  # sclera / skin: 1 = as bright as the skin
     iris: Range = (0.2, 0.42)
     iris_texture: Range = (1.0, 1.0)  # contrast of the radial fibres and crypts
@@ -78,7 +81,7 @@ class Style:
     jpeg_quality: Range = (101, 101)  # above 100: no compression
     # Per-frame events
     black_p: float = 0.0  # the illumination off: a black frame, labelled all background
-    overexposed_p: float = 0.0  # exposure x 2.5-5, clipped
+    overexposed_p: float = 0.0  # exposure x 2-4, clipped
     # a dark or bright band (a frame, a finger, hair) over the eye, labelled background
     occluder_p: float = 0.0
 
@@ -105,7 +108,10 @@ HEADSET = Style(
     lash_density=(0.4, 1.3),
     lash_length=(0.7, 1.4),
     lash_dark=(0.3, 0.85),
+    lash_thickness=(0.7, 2.0),
+    lash_down=(0.3, 0.8),
     skin=(0.25, 0.75),
+    skin_texture=(0.02, 0.15),
     skin_shading=(0.08, 0.3),
     sclera_vs_skin=(0.75, 1.45),
     iris=(0.15, 0.7),
@@ -145,10 +151,13 @@ CLOSEUP = Style(
     pupil_size=(0.25, 0.6),
     openness=(0.45, 1.0),
     blink_rate=(0.02, 0.08),
-    lash_density=(0.6, 1.6),
+    lash_density=(0.8, 2.5),
     lash_length=(0.8, 1.6),
     lash_dark=(0.5, 0.95),
+    lash_thickness=(0.8, 2.5),
+    lash_down=(0.15, 0.7),
     skin=(0.4, 0.85),
+    skin_texture=(0.03, 0.25),
     skin_shading=(0.08, 0.3),
     sclera_vs_skin=(0.8, 1.35),
     iris=(0.15, 0.7),
@@ -190,7 +199,10 @@ REMOTE = Style(
     lash_density=(0.3, 1.2),
     lash_length=(0.6, 1.4),
     lash_dark=(0.3, 0.85),
+    lash_thickness=(0.7, 1.8),
+    lash_down=(0.3, 0.8),
     skin=(0.25, 0.85),
+    skin_texture=(0.02, 0.2),
     skin_shading=(0.08, 0.35),
     sclera_vs_skin=(0.8, 1.6),
     iris=(0.1, 0.65),
