@@ -42,10 +42,14 @@ BLACK_LEVEL = 20
 
 
 def _filled(ellipse: dict, shape: tuple[int, int]) -> np.ndarray:
-    """A labelled ellipse as a filled boolean mask (sub-pixel, shift 4)."""
+    """A labelled ellipse as a filled boolean mask (sub-pixel, shift 4).
+
+    The labels' `angle` is cv2.fitEllipse's: the direction of its first box side, which OpenCV
+    returns as the shorter one (checked in tests/test_real_eye.py), so the minor axis lies along it.
+    """
     canvas = np.zeros(shape, np.uint8)
     centre = (round(ellipse["cx"] * 16), round(ellipse["cy"] * 16))
-    axes = (round(ellipse["major"] * 8), round(ellipse["minor"] * 8))
+    axes = (round(ellipse["minor"] * 8), round(ellipse["major"] * 8))
     cv2.ellipse(canvas, centre, axes, ellipse["angle"], 0, 360, 1, -1, cv2.LINE_8, 4)
     return canvas.astype(bool)
 

@@ -86,6 +86,7 @@ class EyeSequence:
         self.lash_down = u(*st.lash_down)
         self.lash_thickness = u(*st.lash_thickness)
         self.skin_texture = u(*st.skin_texture)
+        self.corneal_haze = u(*st.corneal_haze)
         self.lash_length = u(*st.lash_length)
         self.skin_shading = u(*st.skin_shading)
         self.iris_contrast = u(*st.iris_texture)
@@ -170,6 +171,9 @@ class EyeSequence:
         self.streaks = cv2.GaussianBlur(streaks.astype(np.float32) / 255, (0, 0), 3) * rng.uniform(*st.arc_strength)
         if not st.is_classic:
             self.streaks += self._reflections(np.random.default_rng([self.extra_rng_seed, 1]))
+            side = int(2 * (self.iris_r + 3)) + 2
+            haze = _smooth_noise(np.random.default_rng([self.extra_rng_seed, 3]), (5, 5), (2 * side, 2 * side))
+            self.haze = np.clip(haze, 0, None)
         # Iris: radial fibres (noise long in radius, thin in angle), crypts, collarette.
         fibres = cv2.resize(
             rng.standard_normal((6, IRIS_THETA // 3)).astype(np.float32),
@@ -496,6 +500,10 @@ class EyeSequence:
         cover_pupil = np.clip(0.5 - dist_pupil, 0, 1)
         box += cover_iris * (self.iris * tex - box)
         box += cover_pupil * (self.pupil_tone - box)
+        if self.corneal_haze:  # the room mirrored in the cornea, moving with the eye, over iris and pupil
+            hy, hx = self.haze.shape
+            oy, ox = y0 + top - int(centre[1] - reach) + hy // 4, x0 - int(centre[0] - reach) + hx // 4
+            box += cover_iris * self.corneal_haze * self.haze[oy : oy + y1 - y0, ox : ox + x1 - x0]
 
         inside = opening[y0:y1, x0:x1]
         box_label = label[y0:y1, x0:x1]
