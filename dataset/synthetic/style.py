@@ -21,6 +21,8 @@ near-eye infrared cameras, each knob's range wide enough to hold what real frame
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass
 
 from utils.errors import InputError
@@ -38,9 +40,9 @@ class Style:
     # Camera geometry
     iris_radius: Range = (82, 112)  # iris radius, px
     eye_shift_x: Range = (-55, 55)  # eye centre from the frame's centre, px
-    eye_shift_y: Range = (-5, 45)
+    eye_shift_y: Range = (-5, 45)  # the same, down
     camera_x: Range = (-0.2, 0.2)  # camera direction off the eye's axis, radians (foreshortening)
-    camera_y: Range = (-0.35, -0.1)
+    camera_y: Range = (-0.35, -0.1)  # the same, vertically (negative: the camera below the eye)
     roll_deg: Range = (0, 0)  # camera roll around the eye, degrees
     aspect: tuple[float, ...] = (1.6,)  # the camera's width / height, letterboxed into 640 x 400
     camera_rows: Range = (400, 400)  # the camera's real rows: fewer = a low-resolution camera upscaled
@@ -55,36 +57,35 @@ class Style:
     lash_thickness: Range = (1.0, 1.0)  # x 1 px (thin) and 2 px (thick lashes), at an iris radius of 97 px
     lash_down: Range = (0.65, 0.65)  # share of upper lashes hanging down over the eye (the rest point up)
     # Tones (linear 0..1 before gamma)
-    skin: Range = (0.42, 0.6)
+    skin: Range = (0.42, 0.6)  # skin brightness
     skin_shading: Range = (0.12, 0.12)  # amplitude of the skin's broad unevenness
     skin_texture: Range = (0.04, 0.04)  # amplitude of the skin's pores and fine speckle
     sclera_vs_skin: Range = (1.3, 1.6)  # sclera / skin: 1 = as bright as the skin
-    iris: Range = (0.2, 0.42)
+    iris: Range = (0.2, 0.42)  # iris brightness (it may exceed the sclera's)
     iris_texture: Range = (1.0, 1.0)  # contrast of the radial fibres and crypts
-    pupil: Range = (0.03, 0.09)
+    pupil: Range = (0.03, 0.09)  # pupil brightness
     corneal_haze: Range = (0.0, 0.0)  # the room mirrored in the cornea: soft light over iris and pupil
     # Headset optics
     vignette: Range = (0.55, 0.8)  # darkening towards the corners (1: black corners)
     lens_rings: Range = (0.02, 0.05)  # amplitude of the concentric lens rings
     arc_streaks: Range = (1, 3)  # faint curved reflections, count
-    arc_strength: Range = (0.04, 0.12)
+    arc_strength: Range = (0.04, 0.12)  # their brightness
     reflections: Range = (0, 0)  # long straight bright lens reflections across the frame, count
-    reflection_strength: Range = (0.1, 0.5)
+    reflection_strength: Range = (0.1, 0.5)  # their brightness
     glints: Range = (8, 12)  # corneal glints of the LEDs, count
     glint_size: Range = (1.2, 2.6)  # radius, px
     glint_spread: Range = (1.0, 1.0)  # x the LED ring's size on the cornea
     # Sensor
-    exposure: Range = (0.85, 1.15)
-    gamma: Range = (0.8, 1.25)
+    exposure: Range = (0.85, 1.15)  # gain before clipping
+    gamma: Range = (0.8, 1.25)  # the sensor's response curve
     blur: Range = (0.6, 1.2)  # focus blur sigma, px
-    read_noise: Range = (0.008, 0.02)
-    shot_noise: Range = (0.01, 0.025)
+    read_noise: Range = (0.008, 0.02)  # noise sigma, constant
+    shot_noise: Range = (0.01, 0.025)  # noise sigma x sqrt(signal)
     jpeg_quality: Range = (101, 101)  # above 100: no compression
     # Per-frame events
     black_p: float = 0.0  # the illumination off: a black frame, labelled all background
     overexposed_p: float = 0.0  # exposure x 2-4, clipped
-    # a dark or bright band (a frame, a finger, hair) over the eye, labelled background
-    occluder_p: float = 0.0
+    occluder_p: float = 0.0  # a dark or bright band (a finger, hair) over the eye, labelled background
 
     @property
     def is_classic(self) -> bool:
@@ -251,9 +252,16 @@ def parse_styles(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def knob_docs() -> dict[str, str]:
+    """Each knob's meaning: its comment in Style's source, the one place it is written."""
+    found = re.findall(r"^    (\w+): [^=\n]+=[^#\n]+# (.+)$", inspect.getsource(Style), flags=re.MULTILINE)
+    return dict(found)
+
+
 def style_table() -> str:
-    """Every knob of every style as a Markdown table (docs and `--list-styles`)."""
+    """Every knob of every style, with its meaning, as a Markdown table (docs and `--list-styles`)."""
     knobs = [f.name for f in dataclasses.fields(Style) if f.name != "name"]
+    docs = knob_docs()
 
     def cell(knob: str, value: object) -> str:
         if knob == "aspect":  # choices
@@ -262,8 +270,9 @@ def style_table() -> str:
             return f"{value[0]:g} .. {value[1]:g}"
         return f"{value:g}"
 
-    lines = ["| knob | " + " | ".join(STYLES) + " |", "|---|" + "---|" * len(STYLES)]
+    lines = ["| knob | meaning | " + " | ".join(STYLES) + " |", "|---|---|" + "---|" * len(STYLES)]
     lines += [
-        f"| `{k}` | " + " | ".join(cell(k, getattr(s, k)) for s in STYLES.values()) + " |" for k in knobs
+        f"| `{k}` | {docs[k]} | " + " | ".join(cell(k, getattr(s, k)) for s in STYLES.values()) + " |"
+        for k in knobs
     ]
     return "\n".join(lines)
