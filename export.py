@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
-from dataset.openeds import image_relpath, in_data_dir, read_sample_list
+from dataset.openeds import frame_reader, in_data_dir, read_sample_list
 from inference.export import ExportSettings, export_members
 from inference.members import load_members, read_ensemble_file
 from utils.errors import InputError, cli_entry
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     calibration = None
     if args.calibration is not None:
         data_dir = args.data_dir or args.calibration.parent
+        frames = frame_reader(data_dir)
         calibration = [
-            data_dir / image_relpath(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))
+            frames.image_path(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))
         ]
     members = load_members(spec, source)
     settings = ExportSettings(

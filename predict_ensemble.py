@@ -20,7 +20,9 @@ relative path that does not exist as given is looked up in --data-dir, as the re
 models: --ensemble FILE or --checkpoints A.pt B.pt; with neither, configs/ensemble.yaml (the
 recipe listed its models inside its predict_ensemble.py; here that list is this file).
 A rerun continues where a killed one stopped; a folder made by another ensemble is refused
-unless --overwrite.
+unless --overwrite. A plain images/ + masks/ folder (dataset/folder.py) works as a data dir too:
+its lists name masks/<name>.png, and its predictions are <save-dir>/<name>.npy in the models'
+640 x 400 frame, which validate.py scores.
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root")
+    parser.add_argument(
+        "--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder"
+    )
     parser.add_argument(
         "--label-file",
         required=True,
         type=Path,
-        help="frames to predict (S_0/label_3.npy lines); a relative path not found as given is read from --data-dir",
+        help="frames to predict (S_0/label_3.npy or masks/<name>.png lines); a relative path not found as given "
+        "is read from --data-dir",
     )
-    parser.add_argument("--save-dir", type=Path, help="predictions: S_k/<n>.npy and output.txt")
+    parser.add_argument("--save-dir", type=Path, help="predictions: S_k/<n>.npy (or <name>.npy) and output.txt")
     models = parser.add_mutually_exclusive_group()
     models.add_argument(
         "--ensemble",

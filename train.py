@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from config.schema import Config, config_name, load_config
-from dataset.openeds import OpenEDSIndex
+from dataset.folder import FolderIndex
+from dataset.openeds import OpenEDSIndex, open_index
 from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
 from inference.runtime import amp_settings, resolve_runtime, select_device
 from models.zoo import build_model
@@ -36,7 +37,9 @@ from utils.errors import InputError, cli_entry
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="YAML or JSON experiment config")
-    parser.add_argument("--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root")
+    parser.add_argument(
+        "--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder"
+    )
     parser.add_argument("--fold", required=True, type=int, help="fold index (fold_<k>_train/val.txt)")
     parser.add_argument("--folds-dir", type=Path, help="where the fold files are (default: the data dir)")
     parser.add_argument("--gpu", default=None, help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:LOCAL_RANK if present)")
@@ -80,7 +83,7 @@ def trained_on_keys(train_keys: list[str], pseudo_dir: Path | None, teacher: Tea
     return sorted(set(train_keys) | set(inherited))
 
 
-def prepare_teacher(args: argparse.Namespace, config: Config, index: OpenEDSIndex, val_keys: list[str],
+def prepare_teacher(args: argparse.Namespace, config: Config, index: OpenEDSIndex | FolderIndex, val_keys: list[str],
                     run_dir: Path, device: torch.device) -> Teacher | None:
     """--teacher: a cached folder, or an ensemble YAML cached now (rank 0); the leakage rule applied."""
     if args.teacher is None:
@@ -127,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
             "(gradient clipping: optimizer.grad_clip; a training crop: input.train_crop)"
         )
 
-    index = OpenEDSIndex.from_dir(args.data_dir)
+    index = open_index(args.data_dir)
+    if isinstance(index, FolderIndex) and (args.pseudo_dir or args.teacher):
+        raise InputError(
+            "--pseudo-dir and --teacher take data dirs of the OpenEDS layout only, not a plain images/ + masks/ folder"
+        )
     train_keys, val_keys = fold_keys(args.folds_dir or args.data_dir, args.fold, args.data_dir, index)
     pseudo_keys = allowed_pseudo_keys(args.pseudo_dir, val_keys) if args.pseudo_dir else None
     teacher = prepare_teacher(args, config, index, val_keys, run_dir, device)

@@ -5,7 +5,8 @@
     python validate.py --data-dir D --pred-dir preds --gt-pkl D/test_sampleName_GT.pkl --json m.json
     python validate.py ... --overlays worst/ --worst 16                        # PNGs + worst/worst.png
 
-Predictions are PRED/S_k/<n>.npy (np.save, uint8 (400, 640)). A missing or malformed one fails
+Predictions are PRED/S_k/<n>.npy (np.save, uint8 (400, 640)); with a plain images/ + masks/ folder
+as --data-dir, PRED/<name>.npy against its masks fitted into 640 x 400. A missing or malformed one fails
 the whole run (exit 2) before anything is printed or written. A relative --label-file that does
 not exist as given is looked up in --data-dir; --gt-pkl is read only from the path given.
 """
@@ -38,15 +39,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data-dir", required=True, type=Path, metavar="DIR", help="OpenEDS 2020 layout root"
+        "--data-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder",
     )
     parser.add_argument(
-        "--pred-dir", required=True, type=Path, metavar="DIR", help="predictions: S_k/<n>.npy"
+        "--pred-dir", required=True, type=Path, metavar="DIR", help="predictions: S_k/<n>.npy (or <name>.npy)"
     )
     truth = parser.add_mutually_exclusive_group(required=True)
     truth.add_argument("--fold", type=int, metavar="K", help="score the labels of fold_<k>_val.txt")
     truth.add_argument(
-        "--label-file", type=Path, metavar="FILE", help="score the labels listed (S_0/label_3.npy lines)"
+        "--label-file",
+        type=Path,
+        metavar="FILE",
+        help="score the labels listed (S_0/label_3.npy or masks/<name>.png lines)",
     )
     truth.add_argument(
         "--gt-pkl",

@@ -8,13 +8,16 @@ challenge test list, less any frame listed in ``--exclude``).
 ``--by sequence`` (the recipe) holds out whole sequences: validation measures generalisation to new
 eyes. ``--by frame`` holds out labeled frames inside every sequence, like the hidden test set whose
 frames sit between training labels of the same sequence.
+
+A plain folder (``images/`` + ``masks/``, dataset/folder.py) is split the same way: its groups (first
+sub-folders) are the sequences, and the lists name masks (``masks/left/0001.png``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,8 @@ import numpy as np
 if not __package__:  # run as a file (python dataset/create_kfolds.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from dataset.openeds import OpenEDSIndex, read_sample_list, write_sample_list
+from dataset.folder import FolderIndex
+from dataset.openeds import OpenEDSIndex, label_relpath, open_index, read_sample_list, write_sample_list
 from utils.errors import InputError, cli_entry
 
 __all__ = ["SPLIT_MODES", "UNLABELED_LIST", "create_kfolds", "fold_files", "write_kfolds", "main"]
@@ -31,6 +35,7 @@ SPLIT_MODES = ("sequence", "frame")
 UNLABELED_LIST = "unlabeled.txt"
 
 Split = tuple[list[str], list[str]]
+Index = OpenEDSIndex | FolderIndex
 
 
 def fold_files(out_dir: Path, fold: int) -> tuple[Path, Path]:
@@ -39,7 +44,7 @@ def fold_files(out_dir: Path, fold: int) -> tuple[Path, Path]:
     return out_dir / f"fold_{fold}_train.txt", out_dir / f"fold_{fold}_val.txt"
 
 
-def _val_folds_by_sequence(index: OpenEDSIndex, folds: int, rng: np.random.Generator) -> dict[str, int]:
+def _val_folds_by_sequence(index: Index, folds: int, rng: np.random.Generator) -> dict[str, int]:
     """Whole sequences to folds, greedily balancing label counts (largest first, random ties)."""
     by_sequence: dict[str, list[str]] = {}
     for key in index.labeled_keys():
@@ -60,7 +65,7 @@ def _val_folds_by_sequence(index: OpenEDSIndex, folds: int, rng: np.random.Gener
     return assignment
 
 
-def _val_folds_by_frame(index: OpenEDSIndex, folds: int, rng: np.random.Generator) -> dict[str, int]:
+def _val_folds_by_frame(index: Index, folds: int, rng: np.random.Generator) -> dict[str, int]:
     """Labeled frames of each sequence, shuffled, dealt round-robin to folds.
 
     The dealer position carries over between sequences, so fold sizes differ by at most one and a
@@ -83,7 +88,7 @@ def _val_folds_by_frame(index: OpenEDSIndex, folds: int, rng: np.random.Generato
     return assignment
 
 
-def create_kfolds(index: OpenEDSIndex, folds: int = 10, seed: int = 42, by: str = "sequence") -> list[Split]:
+def create_kfolds(index: Index, folds: int = 10, seed: int = 42, by: str = "sequence") -> list[Split]:
     """(train keys, val keys) per fold; each label is in exactly one val set. Same seed, same folds."""
     if folds < 2:
         raise InputError(f"--folds must be at least 2, got {folds}")
@@ -99,22 +104,33 @@ def create_kfolds(index: OpenEDSIndex, folds: int = 10, seed: int = 42, by: str 
     ]
 
 
-def write_kfolds(out_dir: Path, splits: list[Split], unlabeled: Iterable[str]) -> None:
-    """Write every fold's train/val list and the unlabeled list (each file atomically)."""
+def write_kfolds(
+    out_dir: Path, splits: list[Split], unlabeled: Iterable[str], name: Callable[[str], str] = label_relpath
+) -> None:
+    """Write every fold's train/val list and the unlabeled list (each file atomically), a key per
+    line as `name` gives it (the index's `sample_name`)."""
     for k, (train, val) in enumerate(splits):
         train_path, val_path = fold_files(out_dir, k)
-        write_sample_list(train_path, train)
-        write_sample_list(val_path, val)
-    write_sample_list(Path(out_dir) / UNLABELED_LIST, unlabeled)
+        write_sample_list(train_path, train, name)
+        write_sample_list(val_path, val, name)
+    write_sample_list(Path(out_dir) / UNLABELED_LIST, unlabeled, name)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, required=True, help="OpenEDS root holding S_<k>/ folders")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="OpenEDS root holding S_<k>/ folders, or a plain images/ + masks/ folder",
+    )
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--by", choices=SPLIT_MODES, default="sequence", help="hold out whole sequences or frames"
+        "--by",
+        choices=SPLIT_MODES,
+        default="sequence",
+        help="hold out whole sequences (a plain folder's groups: its first sub-folders) or frames",
     )
     parser.add_argument(
         "--out-dir", type=Path, default=None, help="where to write the lists (default: --data-dir)"
@@ -131,12 +147,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    index = OpenEDSIndex.from_dir(args.data_dir)
+    index = open_index(args.data_dir)
     excluded = set(read_sample_list(args.exclude)) if args.exclude is not None else set()
     splits = create_kfolds(index, args.folds, args.seed, args.by)
     out_dir = args.out_dir if args.out_dir is not None else args.data_dir
     unlabeled = [key for key in index.unlabeled_keys() if key not in excluded]
-    write_kfolds(out_dir, splits, unlabeled)
+    write_kfolds(out_dir, splits, unlabeled, index.sample_name)
     for k, (train, val) in enumerate(splits):
         sequences = len({index.sequence_of(key) for key in val})
         print(f"fold {k}: train {len(train)} labels, val {len(val)} labels from {sequences} sequences")

@@ -4,6 +4,10 @@ Layout under the data root: ``S_<k>/<n>.png`` (8-bit gray, 640x400), sparse ``S_
 (uint8 (400, 640), values 0..3), and optional ``images.txt`` / ``labels.txt`` listing them. In memory
 a frame is always the key ``"S_<k>/<n>"``; files and sample lists use the relpaths built from it.
 Every reader checks what it reads and raises a one-line ``InputError`` naming the file.
+
+The other layout, your frames in a plain folder (``images/`` + ``masks/``, dataset/folder.py), is
+told apart here, by the data root (`is_folder_layout`): `open_index` gives the index of either,
+and the Datasets, sample lists and prediction names take the frames of either.
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dataset.folder import IMAGES_DIR, FolderIndex, check_folder_key, folder_key_of
+from dataset.model_frame import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    NUM_CLASSES,
+    read_image_bytes,
+)
 from utils.atomic import write_bytes_atomic
 from utils.errors import InputError
 
@@ -44,15 +57,12 @@ __all__ = [
     "read_sample_list",
     "write_sample_list",
     "OpenEDSIndex",
+    "is_folder_layout",
+    "open_index",
+    "frame_reader",
     "LabeledDataset",
     "UnlabeledDataset",
 ]
-
-IMAGE_HEIGHT = 400
-IMAGE_WIDTH = 640
-NUM_CLASSES = 4
-IGNORE_INDEX = 255
-CLASS_NAMES = ("background", "sclera", "iris", "pupil")
 
 # "S_0/label_3.npy" (label), "S_0/3.png" (image), "S_0/3.npy" (prediction / test GT) or the key "S_0/3".
 _SAMPLE_RE = re.compile(r"(S_\d+)/(?:label_(\d+)\.npy|(\d+)(?:\.png|\.npy)?)")
@@ -87,19 +97,13 @@ def label_relpath(key: str) -> str:
 
 
 def pred_relpath(key: str) -> str:
-    """``"S_0/3"`` -> ``"S_0/3.npy"`` (submission and test ground-truth form)."""
-    sequence, frame = parse_sample_name(key)
-    return f"{sequence}/{frame}.npy"
-
-
-def read_image_bytes(path: Path) -> bytes:
-    """An image file's bytes; a one-line InputError naming it when it is missing or unreadable."""
+    """``"S_0/3"`` -> ``"S_0/3.npy"`` (submission and test ground-truth form); a plain folder's
+    ``"left/0001"`` -> ``"left/0001.npy"``: a prediction mirrors its frame's key."""
     try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("image not found", path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read image ({exc.strerror})", path) from None
+        sequence, frame = parse_sample_name(key)
+    except ValueError:
+        return f"{check_folder_key(key)}.npy"
+    return f"{sequence}/{frame}.npy"
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -194,8 +198,17 @@ def check_label_header(path: Path) -> None:
     _load_label(path, header_only=True)
 
 
+def _listed_key(line: str) -> str:
+    """The key of a sample-list line: an OpenEDS name in any form, or a plain folder's mask or image."""
+    try:
+        return frame_key(*parse_sample_name(line))
+    except ValueError:
+        return folder_key_of(line)
+
+
 def read_sample_list(path: Path) -> list[str]:
-    """Read a sample list (``S_0/label_3.npy`` per line, blank lines ignored) into frame keys."""
+    """Read a sample list into frame keys: ``S_0/label_3.npy`` (or a plain folder's ``masks/left/0001.png``)
+    per line, blank lines ignored."""
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -208,10 +221,10 @@ def read_sample_list(path: Path) -> list[str]:
         if not line.strip():
             continue
         try:
-            key = frame_key(*parse_sample_name(line))
+            key = _listed_key(line)
         except ValueError:
             raise InputError(
-                f"line {number}: not a sample name like S_0/label_3.npy: {line!r}", path
+                f"line {number}: not a sample name like S_0/label_3.npy or masks/<name>.png: {line!r}", path
             ) from None
         if key in seen:
             raise InputError(f"line {number}: duplicate sample {line.strip()!r}", path)
@@ -229,9 +242,10 @@ _STYLES: dict[str, Callable[[str], str]] = {
 }
 
 
-def write_sample_list(path: Path, keys: Iterable[str], style: str = "label") -> None:
-    """Write keys one per line as label (default), image or pred relpaths; atomically."""
-    to_name = _STYLES[style]
+def write_sample_list(path: Path, keys: Iterable[str], style: str | Callable[[str], str] = "label") -> None:
+    """Write keys one per line as label (default), image or pred relpaths, or as `style(key)`
+    (an index's `sample_name`, for a plain folder's keys); atomically."""
+    to_name = style if callable(style) else _STYLES[style]
     text = "".join(f"{to_name(key)}\n" for key in keys)
     write_bytes_atomic(Path(path), text.encode(), what="sample list")
 
@@ -312,11 +326,74 @@ class OpenEDSIndex:
         """``"S_0/3"`` -> ``"S_0"``."""
         return parse_sample_name(key)[0]
 
+    @staticmethod
+    def sample_name(key: str) -> str:
+        """How sample lists name a frame: ``S_0/label_3.npy`` (another layout's key as it is)."""
+        try:
+            return label_relpath(key)
+        except ValueError:
+            return key
+
     def image_path(self, key: str) -> Path:
         return self.root / image_relpath(key)
 
     def label_path(self, key: str) -> Path:
         return self.root / label_relpath(key)
+
+
+def is_folder_layout(root: Path) -> bool:
+    """A plain folder (dataset/folder.py): an images/ folder and no OpenEDS S_<k>/ folders."""
+    root = Path(root)
+    if not (root / IMAGES_DIR).is_dir():
+        return False
+    return not any(_SEQUENCE_RE.fullmatch(entry.name) and entry.is_dir() for entry in root.iterdir())
+
+
+def open_index(root: Path) -> OpenEDSIndex | FolderIndex:
+    """The frame index of a data root in either layout (OpenEDS S_<k>/ folders, or images/ + masks/)."""
+    return FolderIndex.from_dir(root) if is_folder_layout(root) else OpenEDSIndex.from_dir(root)
+
+
+class _OpenEDSFrames:
+    """Frames of an OpenEDS root read by key: what the Datasets, the prediction runs and the
+    scoring need of a layout (dataset.folder.FolderIndex is the plain folder's)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def key(self, name: str) -> str:
+        """The canonical key of any name form; a plain folder's name is an error naming the root."""
+        try:
+            return frame_key(*parse_sample_name(name))
+        except ValueError:
+            raise InputError(
+                f"{name!r} is not an OpenEDS frame name (S_<k>/<n>), but this data dir has the OpenEDS "
+                "layout (a list made for another data dir?)",
+                self.root,
+            ) from None
+
+    def image_path(self, key: str) -> Path:
+        return self.root / image_relpath(self.key(key))
+
+    def label_path(self, key: str) -> Path:
+        return self.root / label_relpath(self.key(key))
+
+    def read_image(self, key: str) -> np.ndarray:
+        return read_image(self.image_path(key))
+
+    def read_label(self, key: str) -> np.ndarray:
+        return read_label(self.label_path(key))
+
+    def check_image(self, key: str) -> None:
+        check_image_header(self.image_path(key))
+
+    def check_label(self, key: str) -> None:
+        check_label_header(self.label_path(key))
+
+
+def frame_reader(root: Path) -> _OpenEDSFrames | FolderIndex:
+    """Reads the frames and labels of a data root in either layout by key (uint8 (400, 640) arrays)."""
+    return FolderIndex.from_dir(root) if is_folder_layout(root) else _OpenEDSFrames(root)
 
 
 def _image_tensor(image: Any) -> torch.Tensor:
@@ -339,7 +416,8 @@ class _FrameDataset(Dataset):
 
     def __init__(self, root: Path, keys: list[str], cache: bool = False) -> None:
         self.root = Path(root)
-        self.keys = [frame_key(*parse_sample_name(key)) for key in keys]
+        self.frames = frame_reader(self.root)  # either layout
+        self.keys = [self.frames.key(key) for key in keys]
         self.cache = cache
         # Filled lazily, so each DataLoader worker keeps its own copy (~0.25 MB per image, 0.5 with mask).
         self._cached: dict[str, tuple[np.ndarray, ...]] = {}
@@ -386,7 +464,8 @@ class LabeledDataset(_FrameDataset):
     """Labeled frames -> ``{"image": uint8 (1, H, W), "mask": int64 (H, W), "name": key}``.
 
     Augmentation is training's (training/augment.py wraps this dataset). ``label_dir`` reads
-    ``S_<k>/label_<n>.npy`` from another folder (pseudo-labels), whose masks may hold IGNORE_INDEX.
+    ``S_<k>/label_<n>.npy`` from another folder (pseudo-labels), whose masks may hold IGNORE_INDEX;
+    OpenEDS layout only. A plain folder's masks may hold IGNORE_INDEX too.
     """
 
     def __init__(
@@ -398,16 +477,24 @@ class LabeledDataset(_FrameDataset):
     ) -> None:
         super().__init__(root, keys, cache)
         self.label_dir = Path(label_dir) if label_dir is not None else None
+        if self.label_dir is not None and isinstance(self.frames, FolderIndex):
+            raise InputError(
+                "pseudo-labels are read for data dirs of the OpenEDS layout only, not a plain images/ + masks/ folder",
+                self.label_dir,
+            )
 
     def _load(self, key: str) -> tuple[np.ndarray, ...]:
-        image = read_image(self.root / image_relpath(key))
-        label_root = self.label_dir if self.label_dir is not None else self.root
-        mask = read_label(label_root / label_relpath(key), allow_ignore=self.label_dir is not None)
-        return image, mask
+        image = self.frames.read_image(key)
+        if self.label_dir is None:
+            return image, self.frames.read_label(key)
+        return image, read_label(self.label_dir / label_relpath(key), allow_ignore=True)
 
     def _check_headers(self, key: str) -> None:
-        check_image_header(self.root / image_relpath(key))
-        check_label_header((self.label_dir if self.label_dir is not None else self.root) / label_relpath(key))
+        self.frames.check_image(key)
+        if self.label_dir is None:
+            self.frames.check_label(key)
+        else:
+            check_label_header(self.label_dir / label_relpath(key))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = self.keys[index]
@@ -419,10 +506,10 @@ class UnlabeledDataset(_FrameDataset):
     """Frames without labels (inference, pseudo-labelling) -> ``{"image": uint8 (1, H, W), "name": key}``."""
 
     def _load(self, key: str) -> tuple[np.ndarray, ...]:
-        return (read_image(self.root / image_relpath(key)),)
+        return (self.frames.read_image(key),)
 
     def _check_headers(self, key: str) -> None:
-        check_image_header(self.root / image_relpath(key))
+        self.frames.check_image(key)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = self.keys[index]

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataset.folder import group_of
+
 __all__ = ["SegmentationMeter", "confusion_matrix", "class_iou", "miou_2019"]
 
 Array = np.ndarray | torch.Tensor
@@ -135,7 +137,8 @@ class SegmentationMeter:
         Keys: "miou" (primary), "per_class_iou" (per image with absent = 1, mean over
         images), "miou_dataset" and "per_class_iou_dataset" (one confusion matrix summed over
         all pixels; a class absent from all of it scores 1), "miou_2019", "n_images",
-        "per_sequence" (sequence, the part of the name before "/", -> primary mIoU).
+        "per_sequence" (sequence, the part of the name before the first "/" or "." for a name
+        without one, as a plain folder's groups, -> primary mIoU).
         """
         matrices = self.state().numpy()
         per_image = class_iou(matrices)
@@ -143,7 +146,7 @@ class SegmentationMeter:
         by_sequence: dict[str, list[int]] = defaultdict(list)
         for i, name in enumerate(self.names):
             if name is not None:
-                by_sequence[name.split("/", 1)[0]].append(i)
+                by_sequence[group_of(name)].append(i)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an empty meter reports NaN
             return {

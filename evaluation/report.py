@@ -2,7 +2,9 @@
 
 Ground truth comes from a sample list of label files (a fold's ``fold_<k>_val.txt`` or any
 ``S_0/label_3.npy`` list) or from the challenge's test pickle (``"S_k/<n>.npy"`` -> mask).
-Predictions are ``PRED/S_k/<n>.npy`` (``np.save`` of uint8 (400, 640)). Every number comes
+Predictions are ``PRED/S_k/<n>.npy`` (``np.save`` of uint8 (400, 640)). A plain images/ + masks/
+folder's are ``PRED/<name>.npy``, scored against its masks fitted into 640 x 400 (dataset/folder.py),
+255 left out, per group where OpenEDS has sequences. Every number comes
 from ``evaluation.metrics.SegmentationMeter``; nothing here computes an IoU of its own.
 """
 
@@ -20,16 +22,16 @@ from typing import Any
 import numpy as np
 
 from dataset.create_kfolds import fold_files
+from dataset.folder import group_of, natural_order
 from dataset.openeds import (
     CLASS_NAMES,
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
     NUM_CLASSES,
     frame_key,
-    label_relpath,
+    frame_reader,
     parse_sample_name,
     pred_relpath,
-    read_label,
     read_sample_list,
 )
 from evaluation.metrics import SegmentationMeter, class_iou
@@ -70,12 +72,10 @@ def _natural(key: str) -> tuple[int, int]:
 
 
 def ground_truth_from_list(data_dir: Path, list_path: Path, source: str | None = None) -> GroundTruth:
-    """Labels listed in a sample list (``S_0/label_3.npy`` lines), read from ``data_dir``."""
+    """Labels listed in a sample list (``S_0/label_3.npy`` or ``masks/<name>.png`` lines), read from ``data_dir``."""
     keys = read_sample_list(list_path)
     return GroundTruth(
-        source or f"labels listed in {list_path}",
-        keys,
-        lambda key: read_label(Path(data_dir) / label_relpath(key)),
+        source or f"labels listed in {list_path}", keys, frame_reader(Path(data_dir)).read_label
     )
 
 
@@ -268,8 +268,8 @@ def format_report(
 
     per_sequence = metrics["per_sequence"]
     if per_sequence:
-        frames = Counter(parse_sample_name(key)[0] for key in frame_keys)
-        ordered = sorted(per_sequence.items(), key=lambda item: (item[1], int(item[0][2:])))
+        frames = Counter(group_of(key) for key in frame_keys)
+        ordered = sorted(per_sequence.items(), key=lambda item: (item[1], natural_order(item[0])))
         name_w = max(len(name) for name in per_sequence) + 2
         lines += ["", f"per-sequence mIoU, worst first ({len(ordered)} sequences):"]
         for name, miou in ordered[:sequences_shown]:

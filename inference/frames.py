@@ -4,10 +4,8 @@
 `Frame`s (an 8-bit gray image at the input's own size, its number, time and name) and, for a
 folder, `BadFrame`s for images it cannot read (the run lists and skips them). Reading:
 
-- images: png, jpg/jpeg, bmp, tif/tiff, 8- or 16-bit, gray or colour (colour -> gray with
-  OpenCV's BGR weights). 16-bit frames are scaled to 8 bits by the bit depth their brightest
-  pixel needs, at least 8 (a 10- or 12-bit sensor's values in a 16-bit file fill 0..255; a
-  frame whose brightest pixel is darker than the sensor's full scale comes out brighter);
+- images: png, jpg/jpeg, bmp, tif/tiff, 8- or 16-bit, gray or colour, read as the plain-folder
+  layout reads them (dataset/model_frame.py's `read_any_image`: colour -> gray, 16 -> 8 bits);
 - a folder: the image files under it, recursively, in natural order (`2.png` before `10.png`);
 - a video: anything OpenCV's VideoCapture opens; time_s from the container's timestamps. A
   video that yields fewer frames than its header announces broke mid-stream: `broken` says so
@@ -27,12 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.openeds import read_image_bytes
+from dataset.model_frame import IMAGE_SUFFIXES, read_any_image, to_gray8
 from utils.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "Frame", "BadFrame", "FrameSource", "open_frames", "read_any_image", "to_gray8"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -53,30 +49,6 @@ class BadFrame:
     index: int
     name: str
     error: str  # one line naming the file
-
-
-def to_gray8(image: np.ndarray, path: object = None) -> np.ndarray:
-    """Any image OpenCV decodes (gray, BGR, BGRA; 8- or 16-bit) -> gray uint8 (see module docstring)."""
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code) if image.shape[2] in (3, 4) else image[..., 0]
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        bits = max(8, int(image.max()).bit_length())
-        return cv2.convertScaleAbs(image, alpha=255.0 / ((1 << bits) - 1))
-    raise InputError(f"unsupported pixel type {image.dtype} (8- or 16-bit images only)", path)
-
-
-def read_any_image(path: Path) -> np.ndarray:
-    """Read an image file as gray uint8 at its own size; a one-line InputError naming it otherwise."""
-    data = read_image_bytes(path)
-    # IMREAD_ANYDEPTH keeps 16 bits and (without IMREAD_COLOR) reads colour as gray. An empty
-    # buffer is an OpenCV assertion, not a None.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH) if data else None
-    if image is None or image.size == 0:
-        raise InputError("not a readable image (corrupt, truncated or not an image?)", path)
-    return to_gray8(image, path)
 
 
 def _natural_key(path: Path) -> list[object]:

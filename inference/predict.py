@@ -9,6 +9,11 @@ The engine is inference/engine.EnsemblePredictor; this module owns the files aro
   the files of the kind this run writes);
 - `shard=(i, n)` handles frames i, i+n, ...; output.txt (and the submission) or pseudo.json is
   written by whichever shard finishes and finds every frame of the list done.
+
+The frames come from a data dir of either layout (dataset.openeds.frame_reader). A plain folder's
+masks are `<save-dir>/<name>.npy` (its key plus .npy, as `S_k/<n>.npy` is an OpenEDS key's), in the
+models' 640 x 400 frame where its frames and masks are fitted (dataset/folder.py), so validate.py
+scores them as it scores OpenEDS predictions; pseudo-labels and probabilities are OpenEDS-only.
 """
 
 from __future__ import annotations
@@ -27,15 +32,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dataset.folder import FolderIndex
 from dataset.openeds import (
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
     OpenEDSIndex,
     UnlabeledDataset,
-    image_relpath,
+    frame_reader,
     label_relpath,
     pred_relpath,
-    read_label,
     write_sample_list,
 )
 from inference.engine import check_fused_views
@@ -89,8 +94,9 @@ def auto_min_area(data_dir: Path, members: list[Member]) -> tuple[int, ...]:
     classes = members[0].config.num_classes
     never = np.iinfo(np.int64).max
     smallest = np.full(classes, never, dtype=np.int64)
+    frames = frame_reader(Path(data_dir))
     for key in keys:
-        label = read_label(Path(data_dir) / label_relpath(key))
+        label = frames.read_label(key)
         counts = np.bincount(label.ravel(), minlength=classes)[:classes]
         present = counts > 0
         smallest[present] = np.minimum(smallest[present], counts[present])
@@ -171,9 +177,12 @@ class _Folder:
     path: Path
     kind: str  # "predictions" or "pseudo-labels"
     patterns: tuple[str, ...]
+    temp_files: str = "S_*/.*.tmp"  # where a killed write leaves its temp files
 
 
-def _prediction_folder(path: Path) -> _Folder:
+def _prediction_folder(path: Path, plain: bool = False) -> _Folder:
+    if plain:  # a plain folder's keys are any relative path: left/0001, 0001, a/b/0001
+        return _Folder(path, "predictions", ("**/*.npy", OUTPUT_LIST), "**/.*.tmp")
     return _Folder(path, "predictions", ("S_*/[0-9]*.npy", OUTPUT_LIST))
 
 
@@ -247,7 +256,7 @@ def _claim_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool)
         for pattern in folder.patterns:
             for stale in folder.path.glob(pattern):
                 stale.unlink()
-    remove_stale_temp_files(folder.path, "S_*/.*.tmp")
+    remove_stale_temp_files(folder.path, folder.temp_files)
     try:
         write_text_atomic(folder.path / STATE_FILE, json.dumps(fingerprint, indent=1) + "\n")
     except OSError as exc:
@@ -278,17 +287,20 @@ class _FramesOrError(Dataset):
             return {"image": blank, "name": self.frames.keys[index], "error": str(exc)}
 
 
-def _check_images(data_dir: Path, keys: list[str]) -> None:
+def _check_images(data_dir: Path, keys: list[str]) -> bool:
+    """Every frame's image is there; True for a plain images/ + masks/ folder, False for OpenEDS."""
     if not data_dir.is_dir():  # else the error would name the first frame, not the real problem
         raise InputError("data directory not found", data_dir)
+    frames = frame_reader(data_dir)
     for key in keys:
-        if not (data_dir / image_relpath(key)).is_file():
-            raise InputError("image not found", data_dir / image_relpath(key))
+        if not frames.image_path(key).is_file():
+            raise InputError("image not found", frames.image_path(key))
+    return isinstance(frames, FolderIndex)
 
 
 def _make_dirs(root: Path, keys: list[str]) -> None:
-    for sequence in dict.fromkeys(key.split("/")[0] for key in keys):
-        (root / sequence).mkdir(exist_ok=True)
+    for folder in dict.fromkeys((root / key).parent for key in keys):
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], None] = print) -> RunResult:
@@ -304,12 +316,18 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
             "clear the folder once (one run with --overwrite, or rm -r), then start the shards"
         )
     shard_keys = job.keys[index::count]
-    _check_images(job.data_dir, shard_keys)
+    plain = _check_images(job.data_dir, shard_keys)
+    if plain and (job.pseudo is not None or job.probs_dir is not None):
+        raise InputError(
+            "pseudo-labels and teacher probabilities are made for data dirs of the OpenEDS layout only, "
+            "not a plain images/ + masks/ folder",
+            job.data_dir,
+        )
     check_fused_views([member.model for member in members], job.tta)
 
     folders: list[tuple[_Folder, dict[str, Any]]] = []
     if job.save_dir is not None:
-        folders.append((_prediction_folder(job.save_dir), _fingerprint(job, members, pseudo=False)))
+        folders.append((_prediction_folder(job.save_dir, plain), _fingerprint(job, members, pseudo=False)))
     if job.pseudo is not None:
         pseudo_dir = job.pseudo.out_dir
         if pseudo_dir.resolve() == job.data_dir.resolve():

@@ -12,7 +12,8 @@ runs (models of any architecture and input scale, any TTA) this runs too.
 
 Geometry: the models learned 640 x 400 frames. A frame of another size is resized to fit inside
 640 x 400 keeping its aspect ratio and centred on a black canvas (black as the model's own
-padding and the IR headset's dark vignette); a frame of the same 1.6 aspect is a plain resize.
+padding and the IR headset's dark vignette); a frame of the same 1.6 aspect is a plain resize
+(dataset/model_frame.py, which fits the plain-folder layout's frames for training the same way).
 Logits come back at 640 x 400, the canvas's padding is cut off, and they are resized
 (bilinear) to the input's size before the softmax and argmax, so class maps, probabilities and
 measurements are in the input's pixels.
@@ -25,13 +26,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from config.ensemble import DEFAULT_TTA
-from dataset.openeds import IMAGE_HEIGHT, IMAGE_WIDTH
+from dataset.model_frame import Placement, place_in_model_frame
 from evaluation.measure import EyeMeasurements, measure_eye
 from inference.engine import EnsemblePredictor
 from inference.frames import BadFrame, Frame, FrameSource, open_frames, to_gray8
@@ -40,32 +40,6 @@ from inference.runtime import precision_choice, select_device
 from utils.errors import InputError
 
 __all__ = ["Placement", "SegmentResult", "Segmenter", "place_in_model_frame"]
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a frame sits in the model's 640 x 400 canvas: its resized box (x, y, width, height)."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-
-def place_in_model_frame(image: np.ndarray) -> tuple[np.ndarray, Placement]:
-    """Gray uint8 (H, W) -> (the model's 400 x 640 canvas, where the frame sits in it); see the module docstring."""
-    height, width = image.shape
-    scale = min(IMAGE_WIDTH / width, IMAGE_HEIGHT / height)
-    w, h = min(IMAGE_WIDTH, round(width * scale)), min(IMAGE_HEIGHT, round(height * scale))
-    if (w, h) != (width, height):
-        shrink = w < width or h < height
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if (w, h) == (IMAGE_WIDTH, IMAGE_HEIGHT):
-        return image, Placement(0, 0, w, h)
-    x, y = (IMAGE_WIDTH - w) // 2, (IMAGE_HEIGHT - h) // 2
-    canvas = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8)
-    canvas[y : y + h, x : x + w] = image
-    return canvas, Placement(x, y, w, h)
 
 
 @dataclass

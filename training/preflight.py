@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset.openeds import OpenEDSIndex, label_relpath
+from dataset.folder import FolderIndex
+from dataset.openeds import OpenEDSIndex
 from utils.errors import InputError
 
 __all__ = ["check_fold_lists", "check_frames", "SHOWN"]
@@ -25,18 +26,22 @@ def _listing(items: list[str]) -> str:
 
 
 def check_fold_lists(
-    index: OpenEDSIndex, train_keys: list[str], val_keys: list[str], train_file: Path, val_file: Path
+    index: OpenEDSIndex | FolderIndex,
+    train_keys: list[str],
+    val_keys: list[str],
+    train_file: Path,
+    val_file: Path,
 ) -> None:
     """Every fold frame is a labelled frame of the data dir's index; train and val do not overlap."""
     for keys, path in ((train_keys, train_file), (val_keys, val_file)):
-        unknown = [label_relpath(key) for key in keys if key not in index.labeled]
+        unknown = [index.sample_name(key) for key in keys if key not in index.labeled]
         if unknown:
             raise InputError(
                 f"{len(unknown)} frame(s) are not labelled frames of the data dir {index.root} "
                 f"(wrong data dir, or folds of another dataset?): {_listing(unknown)}",
                 path,
             )
-    shared = [label_relpath(key) for key in train_keys if key in set(val_keys)]
+    shared = [index.sample_name(key) for key in train_keys if key in set(val_keys)]
     if shared:
         raise InputError(
             f"{len(shared)} frame(s) are also in {val_file.name} (training and validation must not "

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.openeds import CLASS_NAMES, image_relpath, parse_sample_name, read_image
+from dataset.openeds import CLASS_NAMES, frame_reader
 from evaluation.report import FrameScore, GroundTruth, read_prediction, write_bytes_atomic
 from utils.errors import InputError
 from viz.palette import PALETTE
@@ -81,12 +81,12 @@ def write_worst_overlays(
     width = len(str(len(worst)))
     pictures: list[tuple[Path, np.ndarray]] = []
     tiles: list[np.ndarray] = []
+    frames = frame_reader(Path(data_dir))  # either layout, in the models' 640 x 400 as scored
     for rank, score in enumerate(worst, start=1):
-        image = read_image(Path(data_dir) / image_relpath(score.key))
+        image = frames.read_image(score.key)
         body = draw_overlay(image, truth.load(score.key), read_prediction(pred_dir, score.key))
         title = f"#{rank} {score.key}  mIoU {score.miou:.4f}"
-        sequence, frame = parse_sample_name(score.key)
-        path = out_dir / f"{rank:0{width}d}_{sequence}_{frame}.png"
+        path = out_dir / f"{rank:0{width}d}_{score.key.replace('/', '_')}.png"
         pictures.append((path, caption(body, [title, f"{_score_text(score)}   ({legend})"], scale=0.5)))
         small = cv2.resize(body, SHEET_TILE, interpolation=cv2.INTER_AREA)
         tiles.append(caption(small, [title], scale=0.45))
