@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "scripts": 5,
     "bench": 5,
 }
-ENTRY_SCRIPTS = {"train", "predict_ensemble", "validate", "segment", "export"}
+ENTRY_SCRIPTS = {"train", "predict_ensemble", "validate", "segment", "export", "adapt"}
 
 
 def module_name(path: Path) -> str:
