@@ -54,7 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tta", choices=sorted(TTA_MODES), help="overrides the ensemble file's (default hflip)"
     )
-    parser.add_argument("--masks", choices=MASK_FORMATS, default="png", help="mask files (default png)")
+    parser.add_argument(
+        "--masks", choices=MASK_FORMATS, default="png",
+        help="mask files (default png); labelme: the frames and their masks as a LabelMe project in OUT/labelme, "
+        "to correct and import (python -m dataset.importers labelme --src OUT/labelme --out DATA)",
+    )  # fmt: skip
     parser.add_argument("--overlay", action="store_true", help="also write overlays (PNGs, or overlay.mp4)")
     parser.add_argument("--gpu", help="CUDA device (0), or cpu (default: cuda:0 if present)")
     parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")

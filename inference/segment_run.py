@@ -4,6 +4,9 @@ What it writes in the output folder (every file atomically):
 
 - masks/<name>.png (values 0..3) or .npy, at the input's size: for images <name> is the path
   under the input folder without its suffix; for a video or camera, the frame number 000000..;
+  or, with masks "labelme", labelme/<name>.png (the frame) and labelme/<name>.json (the mask as
+  LabelMe polygons, dataset.importers.write_labelme) to correct in LabelMe and import back
+  (`python -m dataset.importers labelme --src OUT/labelme --out DATA`);
 - with an overlay function: overlays/<name>.png per image, or overlay.mp4 (mp4v) for a video;
 - measurements.csv: one row per frame read, the columns of evaluation.measure.CSV_COLUMNS, then
   `blink` (1 in a run of frames without a pupil, evaluation.measure.blinks);
@@ -32,6 +35,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dataset.importers import write_labelme
 from evaluation.measure import CSV_COLUMNS, blinks
 from inference.frames import BadFrame, FrameSource
 from inference.predict import save_npy_atomic
@@ -41,9 +45,9 @@ from utils.errors import InputError
 
 __all__ = ["MASK_FORMATS", "OUTPUT_NAMES", "RunSummary", "prepare_output_dir", "run_segmentation"]
 
-MASK_FORMATS = ("png", "npy", "none")
+MASK_FORMATS = ("png", "npy", "labelme", "none")
 # What a run writes at the top of its folder; their presence marks a folder as holding a run.
-OUTPUT_NAMES = ("masks", "overlays", "overlay.mp4", "measurements.csv", "pupil.png", "summary.json")
+OUTPUT_NAMES = ("masks", "labelme", "overlays", "overlay.mp4", "measurements.csv", "pupil.png", "summary.json")
 DEFAULT_CAMERA_FPS = 30.0
 
 
@@ -127,7 +131,12 @@ class _Writers:
         self.video: cv2.VideoWriter | None = None
 
     def add(self, result: SegmentResult) -> None:
-        if self.masks != "none":
+        if self.masks == "labelme":
+            frame = self.out_dir / "labelme" / f"{result.name}.png"
+            frame.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(frame, _encode_png(result.image, frame), "frame")
+            write_labelme(result.mask, frame.name, frame.with_suffix(".json"))
+        elif self.masks != "none":
             path = self.out_dir / "masks" / f"{result.name}.{self.masks}"
             path.parent.mkdir(parents=True, exist_ok=True)
             if self.masks == "png":

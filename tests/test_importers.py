@@ -269,3 +269,30 @@ def test_corrupt_mask_through_the_file_entry_point_is_one_clean_line(cvat: dict)
     )  # fmt: skip
     assert_one_line_error(proc, str(mask_path), "not a readable mask PNG")
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_segment_writes_a_labelme_project_the_importer_reads_back(tmp_path: Path) -> None:
+    """segment.py --masks labelme -> LabelMe (to correct) -> importer: eye masks come back unchanged.
+
+    The masks are rendered labels standing in for a model's (a random tiny model's speckle has holes,
+    which LabelMe polygons cannot hold: write_labelme counts such pixels)."""
+    from evaluation.measure import measure_eye
+    from inference.segment_run import _Writers
+    from inference.segmenter import SegmentResult
+
+    writers = _Writers(tmp_path / "seg", None, "labelme", None, None)
+    masks = {}
+    for index, style in enumerate(("classic", "closeup", "headset")):
+        image, label = EyeSequence(0, index, 4, style).render(1)
+        masks[f"eye{index}"] = label
+        writers.add(
+            SegmentResult(
+                mask=label, confidence=None, measurements=measure_eye(label), image=image, name=f"eye{index}"
+            )
+        )
+    main(["labelme", "--src", str(tmp_path / "seg" / "labelme"), "--out", str(tmp_path / "data")])
+    for name, label in masks.items():
+        imported = cv2.imread(str(tmp_path / "data" / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(imported, label)
+        frame = cv2.imread(str(tmp_path / "data" / "images" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert frame.shape == (400, 640)

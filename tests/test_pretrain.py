@@ -57,9 +57,22 @@ def test_segment_uses_the_default_model_unless_told_otherwise(
     # a user's own models win: two checkpoints named, two members
     other = tiny_checkpoint(tmp_path / "other.pt", [], 1, [])
     segment.main(
-        ["--input", str(image), "--out", str(tmp_path / "c"), "--checkpoints", str(other), str(other)]
+        [
+            "--input",
+            str(image),
+            "--out",
+            str(tmp_path / "c"),
+            "--checkpoints",
+            str(other),
+            str(other),
+            "--masks",
+            "labelme",
+        ]
     )
     assert "2 models" in capsys.readouterr().out
+    assert (tmp_path / "c" / "labelme" / "eye.json").is_file() and (
+        tmp_path / "c" / "labelme" / "eye.png"
+    ).is_file()
 
 
 @pytest.mark.slow
