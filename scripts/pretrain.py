@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out
     data, runs, weights = out / "data", out / "runs", out / "weights" / "default.pt"
     start = time.perf_counter()
+    # The code the run trains with: read now, as later commits may land while it trains.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     config = load_config(args.config, args.overrides)
     styles = ",".join(config.data.render.styles)
 
@@ -76,7 +78,6 @@ def main(argv: list[str] | None = None) -> None:
         stage("score real video", "-m", "bench.real_eye", "--checkpoints", best, "--video", args.real_video,
               "--json", scores / "real_eye.json")
         card_scores["deepvog_video"] = json.loads((scores / "real_eye.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     resolved = load_config(runs / "pretrain" / "fold_0" / "config.yaml")
     card = {
         "name": "default",
