@@ -45,6 +45,7 @@ from dataset.model_frame import (
 from utils.errors import InputError
 
 __all__ = [
+    "KeyIndex",
     "IMAGES_DIR",
     "MASKS_DIR",
     "ROOT_GROUP",
@@ -129,8 +130,26 @@ def _open_mask(path: Path, image: Path) -> Image.Image:
     return mask
 
 
+class KeyIndex:
+    """What both layouts' indexes share: `all_keys()` in index order and the `labeled` set give
+    the labelled and unlabelled keys (dataset.openeds.OpenEDSIndex and FolderIndex)."""
+
+    labeled: set[str]
+
+    def all_keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def labeled_keys(self) -> list[str]:
+        """Keys of frames with a label, in index order."""
+        return [key for key in self.all_keys() if key in self.labeled]
+
+    def unlabeled_keys(self) -> list[str]:
+        """Keys of frames without a label, in index order."""
+        return [key for key in self.all_keys() if key not in self.labeled]
+
+
 @dataclass
-class FolderIndex:
+class FolderIndex(KeyIndex):
     """Which frames of a plain folder exist and which carry masks, in natural order by group.
 
     The same interface as dataset.openeds.OpenEDSIndex (groups stand for sequences, `frames` maps a
@@ -181,14 +200,6 @@ class FolderIndex:
     def all_keys(self) -> list[str]:
         """Every frame key, by group then name."""
         return [key for group in self.sequences for key in self.frames[group]]
-
-    def labeled_keys(self) -> list[str]:
-        """Keys of frames with a mask, in index order."""
-        return [key for key in self.all_keys() if key in self.labeled]
-
-    def unlabeled_keys(self) -> list[str]:
-        """Keys of frames without a mask, in index order."""
-        return [key for key in self.all_keys() if key not in self.labeled]
 
     @staticmethod
     def sequence_of(key: str) -> str:

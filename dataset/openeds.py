@@ -25,7 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from dataset.folder import IMAGES_DIR, FolderIndex, check_folder_key, folder_key_of
+from dataset.folder import IMAGES_DIR, FolderIndex, KeyIndex, check_folder_key, folder_key_of
 from dataset.model_frame import (
     CLASS_NAMES,
     IGNORE_INDEX,
@@ -267,7 +267,7 @@ def _scan_frames(root: Path, pattern: re.Pattern[str]) -> list[tuple[str, int]]:
 
 
 @dataclass
-class OpenEDSIndex:
+class OpenEDSIndex(KeyIndex):
     """Which frames exist and which carry labels, in natural order (S_2 before S_10)."""
 
     root: Path
@@ -312,14 +312,6 @@ class OpenEDSIndex:
     def all_keys(self) -> list[str]:
         """Every frame key, by sequence then frame number."""
         return [frame_key(sequence, frame) for sequence in self.sequences for frame in self.frames[sequence]]
-
-    def labeled_keys(self) -> list[str]:
-        """Keys of frames with a label file, in index order."""
-        return [key for key in self.all_keys() if key in self.labeled]
-
-    def unlabeled_keys(self) -> list[str]:
-        """Keys of frames without a label file, in index order."""
-        return [key for key in self.all_keys() if key not in self.labeled]
 
     @staticmethod
     def sequence_of(key: str) -> str:
