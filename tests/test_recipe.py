@@ -297,12 +297,14 @@ def test_predict_ensemble_help_names_the_default_models() -> None:
 PACKAGES = ("config", "dataset", "losses", "models", "inference", "evaluation", "training", "viz", "utils", "scripts", "bench")
 RUNNABLE = [
     "dataset/create_kfolds.py",
+    "dataset/importers.py",
     "dataset/synthetic",
     "dataset/synthetic/video.py",
     "viz/contact_sheet.py",
     "utils/submission.py",
     "scripts/demo.py",
     "scripts/student.py",
+    "scripts/pretrain.py",
     "bench/run_all.py",
     "bench/train.py",
     "bench/infer.py",
@@ -313,6 +315,9 @@ RUNNABLE = [
     "bench/segment.py",
     "bench/student.py",
     "bench/avx2.py",
+    "bench/transfer.py",
+    "bench/real_eye.py",
+    "bench/leave_one_style_out.py",
 ]
 
 
