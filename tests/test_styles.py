@@ -15,7 +15,16 @@ from conftest import ROOT, error_line
 from dataset.synthetic import EyeSequence, generate
 from dataset.synthetic.cli import main as synthetic_main
 from dataset.synthetic.stream import RenderedFrames
-from dataset.synthetic.style import REAL_STYLES, STYLES, Style, knob_docs, parse_styles, style_table
+from dataset.synthetic.style import (
+    CAMERA_KNOBS,
+    REAL_STYLES,
+    STYLES,
+    Style,
+    knob_docs,
+    parse_styles,
+    style_for,
+    style_table,
+)
 from evaluation.measure import measure_eye
 from training.data import EpochSampler
 from utils.errors import InputError
@@ -122,3 +131,26 @@ def test_style_names_and_the_knob_table(capsys: pytest.CaptureFixture[str]) -> N
     # docs/synthetic-styles.md holds the table as the code has it
     assert table in (ROOT / "docs" / "synthetic-styles.md").read_text()
     assert "renderer style 'bogus'" in error_line(synthetic_main, ["--out", "x", "--style", "bogus"], capsys)
+
+
+def test_one_camera_fixes_the_camera_and_leaves_the_people_to_vary() -> None:
+    camera = style_for("oblique@1")
+    base = STYLES["oblique"]
+    assert camera.name == "oblique@1" and style_for("oblique@1") == camera  # the same camera every time
+    for knob in CAMERA_KNOBS:
+        value, ranged = getattr(camera, knob), getattr(base, knob)
+        if knob == "aspect":
+            assert len(value) == 1 and value[0] in ranged
+        else:
+            assert value[0] == value[1] and ranged[0] <= value[0] <= ranged[1]
+    people = {f.name for f in dataclasses.fields(Style)} - set(CAMERA_KNOBS) - {"name"}
+    assert all(getattr(camera, knob) == getattr(base, knob) for knob in people)
+    assert style_for("oblique@2") != camera
+    assert "oblique" not in REAL_STYLES  # the camera the default model never saw
+    # two people in front of one camera: the letterbox (aspect) and rows are the camera's
+    first, second = (EyeSequence(3, i, 1, "oblique@1").render(0)[0] for i in (0, 1))
+    assert ((first == 0).all(axis=0) == (second == 0).all(axis=0)).all()
+    assert parse_styles("oblique@1,headset") == ("oblique@1", "headset")
+    for bad in ("oblique@x", "classic@1", "nope@1"):
+        with pytest.raises(InputError, match="unknown renderer style"):
+            style_for(bad)

@@ -25,7 +25,7 @@ import numpy as np
 
 from dataset.openeds import IMAGE_HEIGHT as HEIGHT
 from dataset.openeds import IMAGE_WIDTH as WIDTH
-from dataset.synthetic.style import STYLES, Style
+from dataset.synthetic.style import Style, style_for
 
 __all__ = ["HEIGHT", "WIDTH", "EyeSequence"]
 
@@ -67,7 +67,7 @@ class EyeSequence:
 
     def __init__(self, seed: int, index: int, frames: int, style: str | Style = "classic") -> None:
         self.seed, self.index, self.frames = seed, index, frames
-        self.style = STYLES[style] if isinstance(style, str) else style
+        self.style = style_for(style) if isinstance(style, str) else style
         rng = np.random.default_rng([seed, index, 2])
         self._camera(np.random.default_rng([seed, index, 4]))
         self._identity(rng)

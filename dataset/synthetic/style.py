@@ -14,6 +14,10 @@ near-eye infrared cameras, each knob's range wide enough to hold what real frame
   over-exposed and black frames (the frame is letterboxed into 640 x 400 the way segment.py fits it).
 - `remote`: a wider field of view: a small eye (iris 30-65 px), rotated, in any aspect, low
   resolution, little vignette.
+- `oblique`: a glasses-frame eye camera looking up at the eye from well below (steep
+  foreshortening), square or 4:3 at 120-240 rows (Pupil Core's 192 x 192), soft focus, heavy noise and JPEG, bright skin,
+  a sclera darker than the skin, an iris brighter than the sclera, a grey pupil under corneal haze. NOT in `real`: it is the
+  camera the default model never saw, on which fine-tuning and adaptation are measured.
 
 `python -m dataset.synthetic --list-styles` prints every knob of every style.
 """
@@ -25,9 +29,20 @@ import inspect
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from utils.errors import InputError
 
-__all__ = ["Style", "STYLES", "REAL_STYLES", "parse_styles", "style_table"]
+__all__ = [
+    "Style",
+    "STYLES",
+    "REAL_STYLES",
+    "CAMERA_KNOBS",
+    "one_camera",
+    "style_for",
+    "parse_styles",
+    "style_table",
+]
 
 Range = tuple[float, float]
 
@@ -231,22 +246,104 @@ REMOTE = Style(
     occluder_p=0.03,
 )
 
-STYLES: dict[str, Style] = {style.name: style for style in (CLASSIC, HEADSET, CLOSEUP, REMOTE)}
+# Kept out of REAL_STYLES on purpose: the camera the default model never saw, on which
+# README "Your own camera" and BENCHMARKS measure fine-tuning and adaptation (issue "Real eyes II").
+OBLIQUE = Style(
+    "oblique",
+    iris_radius=(90, 170),
+    eye_shift_x=(-110, 110),
+    eye_shift_y=(-90, 30),
+    camera_x=(-0.55, 0.55),
+    camera_y=(-0.9, -0.6),
+    roll_deg=(-25, 25),
+    aspect=(1.0, 4 / 3),
+    camera_rows=(120, 240),
+    gaze=(0.8, 1.2),
+    pupil_size=(0.2, 0.6),
+    openness=(0.5, 1.0),
+    blink_rate=(0.02, 0.06),
+    lash_density=(0.6, 1.8),
+    lash_length=(0.8, 1.6),
+    lash_dark=(0.4, 0.9),
+    lash_thickness=(0.8, 2.2),
+    lash_down=(0.2, 0.6),
+    skin=(0.55, 0.9),
+    skin_texture=(0.05, 0.2),
+    skin_shading=(0.15, 0.35),
+    sclera_vs_skin=(0.55, 0.9),
+    iris=(0.45, 0.8),
+    iris_texture=(0.3, 1.0),
+    pupil=(0.05, 0.22),
+    corneal_haze=(0.05, 0.2),
+    vignette=(0.0, 0.3),
+    lens_rings=(0.0, 0.02),
+    arc_streaks=(0, 1),
+    reflections=(0, 0),
+    glints=(2, 5),
+    glint_size=(1.5, 5.0),
+    glint_spread=(0.3, 0.8),
+    exposure=(0.8, 1.3),
+    gamma=(0.45, 0.8),
+    blur=(1.2, 3.0),
+    read_noise=(0.02, 0.06),
+    shot_noise=(0.01, 0.05),
+    jpeg_quality=(30, 80),
+    black_p=0.01,
+    overexposed_p=0.02,
+    occluder_p=0.02,
+)
+
+STYLES: dict[str, Style] = {style.name: style for style in (CLASSIC, HEADSET, CLOSEUP, REMOTE, OBLIQUE)}
 # What "randomised toward real cameras" means when no style is named: all three camera styles.
 REAL_STYLES = ("headset", "closeup", "remote")
 
 
+# What one camera fixes: its placement on the head, lens, LEDs and sensor. A style draws these per
+# sequence (every sequence another camera); `one_camera` draws them once, so its sequences are
+# different people (eye, lids, lashes, skin, iris, gaze) in front of the same camera.
+CAMERA_KNOBS = (
+    "camera_x", "camera_y", "roll_deg", "aspect", "camera_rows", "vignette", "lens_rings", "arc_streaks",
+    "arc_strength", "reflections", "reflection_strength", "glints", "glint_spread", "exposure", "gamma",
+    "blur", "read_noise", "shot_noise", "jpeg_quality",
+)  # fmt: skip
+
+
+def one_camera(style: Style, camera: int) -> Style:
+    """Camera number `camera` of `style`: every CAMERA_KNOBS range collapsed to one value drawn
+    with that seed (an aspect: one of its choices), named 'style@camera'; the rest unchanged."""
+    rng = np.random.default_rng([camera, 7919])
+    fixed: dict[str, object] = {}
+    for knob in CAMERA_KNOBS:
+        value = getattr(style, knob)
+        if knob == "aspect":
+            fixed[knob] = (value[int(rng.integers(len(value)))],)
+        else:
+            drawn = float(rng.uniform(*value))
+            fixed[knob] = (drawn, drawn)
+    return dataclasses.replace(style, name=f"{style.name}@{camera}", **fixed)
+
+
+def style_for(name: str) -> Style:
+    """A style of STYLES by name, or 'name@k': camera k of it (one_camera). InputError otherwise."""
+    base, _, camera = name.partition("@")
+    if base not in STYLES or (camera and (not camera.isdigit() or base == "classic")):
+        raise InputError(
+            f"unknown renderer style {name!r} (known: {', '.join(STYLES)}, real; NAME@K is camera K of a style but classic)"
+        )
+    return one_camera(STYLES[base], int(camera)) if camera else STYLES[base]
+
+
 def parse_styles(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """'headset,closeup' (or a list) -> the style names, checked; 'real' stands for REAL_STYLES."""
+    """'headset,closeup' (or a list) -> the style names, checked; 'real' stands for REAL_STYLES;
+    'oblique@3' is camera 3 of a style (one_camera)."""
     names = text.split(",") if isinstance(text, str) else list(text)
     out: list[str] = []
     for name in (n.strip() for n in names):
         if name == "real":
             out.extend(REAL_STYLES)
-        elif name in STYLES:
-            out.append(name)
         else:
-            raise InputError(f"unknown renderer style {name!r} (known: {', '.join(STYLES)}, real)")
+            style_for(name)
+            out.append(name)
     if not out:
         raise InputError("no renderer style named")
     return tuple(out)
