@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 from inference.runtime import select_device
-from training.adapt import AdaptSettings, check_out_dir, load_init, read_frames, run_adaptation
+from training.adapt import MATCHES, AdaptSettings, check_out_dir, load_init, read_frames, run_adaptation
 from utils.errors import cli_entry
 
 
@@ -71,6 +71,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"constant learning rate of the fine-tuning (default {defaults.lr:g})",
     )
     parser.add_argument(
+        "--bn-blend",
+        type=float,
+        default=defaults.bn_blend,
+        help="the new frames' share of the BatchNorm statistics; the rest stays the training's "
+        f"(default {defaults.bn_blend:g})",
+    )
+    parser.add_argument(
+        "--class-keep",
+        type=float,
+        default=defaults.class_keep,
+        help="each class keeps at least this share of its pixels as labels, its threshold lowered "
+        f"as needed (class-balanced self-training; 0: one threshold) (default {defaults.class_keep:g})",
+    )
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=defaults.replay,
+        help="freshly rendered frames with exact labels mixed into each round, so the model keeps "
+        f"what it knew (default {defaults.replay})",
+    )
+    parser.add_argument(
+        "--match",
+        choices=MATCHES,
+        default=defaults.match,
+        help="move the replayed frames' tones toward your frames': histogram matching or FDA "
+        f"(Fourier domain adaptation) (default {defaults.match})",
+    )
+    parser.add_argument(
         "--config",
         type=Path,
         help="only for a checkpoint in the original recipe's format, which carries no config",
@@ -84,7 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    settings = AdaptSettings(args.rounds, args.threshold, args.epochs, args.max_frames, args.lr, args.seed)
+    settings = AdaptSettings(
+        rounds=args.rounds, threshold=args.threshold, epochs=args.epochs, max_frames=args.max_frames,
+        lr=args.lr, seed=args.seed, bn_blend=args.bn_blend, class_keep=args.class_keep, replay=args.replay,
+        match=args.match,
+    )  # fmt: skip
     device = select_device(args.gpu, doing="adapting")
     check_out_dir(args.out, args.overwrite)
     init = load_init(args.init, args.config)

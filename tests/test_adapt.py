@@ -22,12 +22,14 @@ from models.zoo import build_model
 from training.adapt import (
     AdaptSettings,
     Labelling,
+    class_thresholds,
     fine_tune,
     labelling_stats,
     load_init,
     pseudo_targets,
     read_frames,
     reestimate_batchnorm,
+    round_frames,
 )
 
 STEP_FIELDS = {"confident_share", "agreement", "class_shares", "label_class_shares", "seconds"}
@@ -102,6 +104,42 @@ def test_batchnorm_statistics_become_those_of_the_new_frames(video: Path) -> Non
         assert torch.allclose(layer.running_var, seen[layer][1], rtol=1e-4, atol=1e-6)
 
 
+def test_blended_batchnorm_statistics_are_the_mixture_of_old_and_new(video: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(load_config(TINY), pretrained=False).eval()
+    images = read_frames(video, max_frames=4).images
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for layer in layers:  # statistics unlike the frames', so the mixture differs from both
+        layer.running_mean.fill_(0.5)
+        layer.running_var.fill_(2.0)
+    new = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = build_model(load_config(TINY), pretrained=False).eval()
+    fresh.load_state_dict(new)
+    reestimate_batchnorm(fresh, images, batch_size=len(images), device=torch.device("cpu"))
+    reestimate_batchnorm(model, images, batch_size=len(images), device=torch.device("cpu"), blend=0.25)
+    fresh_layers = [m for m in fresh.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for mixed, full in zip(layers, fresh_layers, strict=True):
+        mean, var = full.running_mean, full.running_var
+        assert torch.allclose(mixed.running_mean, 0.25 * mean + 0.75 * 0.5, atol=1e-6)
+        expected = 0.25 * var + 0.75 * 2.0 + 0.25 * 0.75 * (mean - 0.5) ** 2
+        assert torch.allclose(mixed.running_var, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_class_balanced_thresholds_keep_a_share_of_every_class() -> None:
+    rng = np.random.default_rng(2)
+    classes = rng.integers(0, 4, (2, 50, 60), dtype=np.uint8)
+    confidence = np.where(
+        classes == 3, rng.uniform(0.4, 0.8, classes.shape), rng.uniform(0.9, 1.0, classes.shape)
+    )
+    inside = np.ones(classes.shape, bool)
+    plain = class_thresholds(classes, confidence, inside, 0.9, 0.0, 4)
+    assert plain == [0.9] * 4  # no pupil pixel reaches 0.9: a global threshold labels none
+    balanced = class_thresholds(classes, confidence, inside, 0.9, 0.5, 4)
+    assert balanced[:3] == [0.9] * 3  # the confident classes keep the global threshold
+    kept = (confidence[classes == 3] >= balanced[3]).mean()
+    assert 0.49 <= kept <= 0.51 and balanced[3] < 0.9
+
+
 def test_pseudo_labels_keep_confident_frame_pixels_and_ignore_the_padding() -> None:
     rng = np.random.default_rng(1)
     classes = rng.integers(0, 4, (2, 400, 640), dtype=np.uint8)
@@ -129,13 +167,27 @@ def test_fine_tuning_moves_the_weights_and_keeps_the_batchnorm_statistics(video:
     targets[:, :, :50] = 255
     before = {key: tensor.clone() for key, tensor in model.state_dict().items()}
     losses = fine_tune(
-        model, config, images, targets, AdaptSettings(epochs=1), 1, torch.device("cpu"), None, False
+        model, config, images, targets, AdaptSettings(epochs=1, replay=0), 1, torch.device("cpu"), None, False
     )
     assert len(losses) == 1 and np.isfinite(losses[0])
     after = model.state_dict()
     stats = [key for key in before if key.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(after[key], before[key]) for key in stats)
     assert not torch.equal(after["net.segmentation_head.0.weight"], before["net.segmentation_head.0.weight"])
+    # with rendered frames of the known cameras mixed in: an epoch holds both, the rendered ones
+    # with their exact labels (no ignored pixel, every class of an open eye)
+    frames = round_frames(images, targets, replay=2, seed=5)
+    assert len(frames) == 4 and np.array_equal(frames[0]["mask"].numpy(), targets[0])
+    assert 255 not in frames[3]["mask"] and frames[3]["name"].startswith("rendered/")
+    # tones matched to bright new frames: the rendered frame moves toward them, its label stays
+    bright = np.full_like(images, 220)
+    matched = round_frames(bright, targets, replay=2, seed=5, match="histogram")
+    as_rendered = round_frames(bright, targets, replay=2, seed=5)
+    assert matched[3]["image"].float().mean() > as_rendered[3]["image"].float().mean() + 50
+    assert torch.equal(matched[3]["mask"], as_rendered[3]["mask"])
+    replay = AdaptSettings(epochs=1, replay=2)
+    losses = fine_tune(model, config, images, targets, replay, 1, torch.device("cpu"), None, False)
+    assert len(losses) == 1 and np.isfinite(losses[0])
 
 
 def test_fp16_release_file_is_taken_as_init(tmp_path: Path, checkpoint: Path) -> None:
@@ -154,13 +206,14 @@ def test_adapt_end_to_end_writes_a_checkpoint_the_engine_takes(
     # threshold 0.25: every pixel of a 4-class softmax is confident, so every share is exact
     proc = run_script(
         "adapt.py", "--init", checkpoint, "--input", video, "--out", out,
-        "--rounds", 2, "--epochs", 1, "--max-frames", 6, "--threshold", 0.25,
+        "--rounds", 2, "--epochs", 1, "--max-frames", 6, "--threshold", 0.25, "--replay", 2,
     )  # fmt: skip
     assert "round 2/2" in proc.stdout and "adapted.pt" in proc.stdout
     report = json.loads((out / "adapt.json").read_text())
     assert report["finished"] and report["frames"] == 6 and report["available_frames"] == 8
     assert set(report["before"]) >= STEP_FIELDS and report["before"]["agreement"] is None
     assert set(report["batchnorm"]) >= STEP_FIELDS and report["batchnorm"]["layers"] > 0
+    assert report["settings"]["replay"] == 2 and report["settings"]["bn_blend"] == AdaptSettings().bn_blend
     assert [entry["round"] for entry in report["rounds"]] == [1, 2]
     for entry in report["rounds"]:
         assert set(entry) >= STEP_FIELDS and len(entry["losses"]) == 1

@@ -1,4 +1,4 @@
-"""Adaptation without labels: a trained model made better on a user's own unlabelled frames.
+"""Adaptation without labels: a trained model moved toward a user's own unlabelled frames.
 
     init = load_init(Path("weights/default.pt"))
     frames = read_frames("eye.mp4", max_frames=300)
@@ -8,14 +8,20 @@ Two steps, the cheap one first:
 
 1. BatchNorm statistics re-estimated on the new camera's frames (torch.optim.swa_utils.update_bn:
    forward passes in train mode, momentum None = a cumulative average, no gradient; the frames
-   shuffled across batches). The weights stay; only what each layer takes as "normal" for its
-   input moves to this camera.
+   shuffled across batches), then blended with the training's (`bn_blend`): replaced outright,
+   they made every model we measured worse, because one camera's frames differ from the mixed
+   batches of pretraining in content (how much of the frame is eye) as well as in look.
 2. The recipe's pseudo-labelling, for `rounds` rounds: the current model's class map through the
    one engine (inference.engine.EnsemblePredictor, hflip TTA averaged as in prediction) becomes
-   the label where its softmax confidence is >= `threshold`, 255 (ignored) elsewhere; the model is
-   fine-tuned on those labels (fresh optimizer of the config's type at a small constant lr,
-   `epochs` epochs, the config's loss and augmentations, BatchNorm layers held in eval mode with
-   step 1's statistics); the next round labels with that model.
+   the label where its softmax confidence reaches the threshold, 255 (ignored) elsewhere. The
+   threshold is `threshold`, lowered per class where needed so each class keeps `class_keep` of
+   its pixels (class-balanced self-training: one threshold drops the pupil's and iris's rims, and
+   the regions shrink round after round). The model is fine-tuned on those labels plus `replay`
+   freshly rendered frames of the cameras it was trained on, with exact labels (optionally with
+   their tones matched to the new frames, `match`), which hold it to what it knew while its own
+   guesses pull it toward the new camera (fresh optimizer of the config's type at a small
+   constant lr, `epochs` epochs, the config's loss and augmentations, BatchNorm layers held in
+   eval mode with step 1's statistics); the next round labels with that model.
 
 Frames (inference.frames.open_frames: a video, a folder, an image; any size) are fitted into the
 models' 640 x 400 as segment.py fits them (inference.segmenter.place_in_model_frame), at most
@@ -29,7 +35,9 @@ see the padding: the model meets the same canvas at inference.
 The fine-tuning reuses training.loop.train_one_epoch, training.augment and training.criterion
 rather than train.py's fold machinery, which reads labelled OpenEDS-layout folders and fold
 lists, validates on labels and keeps best/last checkpoints with resume: adaptation has no labels
-to validate on, holds its few hundred frames in memory and relabels them between rounds.
+to validate on, holds its few hundred frames in memory and relabels them between rounds. Having
+no labels, it cannot tell whether it helped: adapt.json says what changed, not whether it is
+better; check overlays (segment.py --overlay) before trusting an adapted model.
 
 RUN/adapted.pt (models/checkpoint.py's format, weights fp32) and RUN/adapt.json are rewritten
 atomically after the BatchNorm step and after every round, so both always describe the same
@@ -45,14 +53,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from config.schema import Config, load_config
 from dataset.openeds import CLASS_NAMES, IGNORE_INDEX
+from dataset.synthetic.stream import RenderedFrames
+from dataset.synthetic.style import REAL_STYLES
 from inference.engine import TTA_MODES, EnsemblePredictor
 from inference.frames import BadFrame, FrameSource, open_frames
 from inference.runtime import amp_settings, resolve_runtime
@@ -80,12 +91,15 @@ __all__ = [
     "reestimate_batchnorm",
     "label_frames",
     "pseudo_targets",
+    "round_frames",
+    "class_thresholds",
     "labelling_stats",
     "fine_tune",
     "run_adaptation",
 ]
 
 OUTPUT_NAMES = ("adapted.pt", "adapt.json")
+MATCHES = ("none", "histogram", "fda")
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,11 @@ class AdaptSettings:
     lr: float = 1e-4
     seed: int = 0
     tta: str = "hflip"
+    # The defaults below were chosen by measurement (BENCHMARKS.md "Real eyes: your own camera").
+    bn_blend: float = 0.5  # the new camera's share of the BatchNorm statistics (1: replace them)
+    class_keep: float = 0.7  # each class keeps at least this share of its pixels as labels (0: off)
+    replay: int = 150  # rendered frames (exact labels) mixed into each round's fine-tuning
+    match: str = "none"  # the rendered frames' tones matched to the new frames': none, histogram, fda
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.epochs < 1 or self.max_frames < 1:
@@ -107,6 +126,12 @@ class AdaptSettings:
             raise InputError(f"--threshold is a softmax probability in (0, 1], got {self.threshold}")
         if not self.lr > 0:
             raise InputError(f"--lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.bn_blend <= 1.0 or not 0.0 <= self.class_keep <= 1.0:
+            raise InputError("--bn-blend and --class-keep are shares in [0, 1]")
+        if self.replay < 0:
+            raise InputError(f"--replay must be >= 0, got {self.replay}")
+        if self.match not in MATCHES:
+            raise InputError(f"--match must be one of {', '.join(MATCHES)}, got {self.match!r}")
         if self.tta not in TTA_MODES:
             raise InputError(f"tta must be one of {sorted(TTA_MODES)}, got {self.tta!r}")
 
@@ -138,7 +163,8 @@ class Labelling:
     """One pass of the engine over the frames."""
 
     classes: np.ndarray  # (N, 400, 640) uint8 argmax
-    confident: np.ndarray  # (N, 400, 640) bool: softmax max >= threshold
+    confident: np.ndarray  # (N, 400, 640) bool: softmax max >= its class's threshold
+    thresholds: tuple[float, ...] = ()  # per class, as applied (class_thresholds)
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -246,12 +272,21 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 def reestimate_batchnorm(
-    model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device, seed: int = 0
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    blend: float = 1.0,
 ) -> dict[str, Any]:
     """Every BatchNorm layer's running mean and variance recomputed on `images` (module docstring).
 
     The frames go in shuffled: the variance is averaged over batches, so a batch of neighbouring
     frames of a video (nearly alike) would leave out the variation along the video.
+    `blend` < 1 keeps part of the old statistics: each channel's mean and variance become those of
+    a mixture, `blend` of the new frames and 1 - `blend` of what the model was trained on (the
+    variance with its between-means term), a prior on the training statistics as in Schneider et
+    al., "Improving robustness against common corruptions by covariate shift adaptation" (2020).
     Returns {"layers", "mean_shift", "var_ratio"}: how far the new means moved, in the old
     standard deviations, and the median ratio new/old variance, over every channel of every layer.
     """
@@ -267,6 +302,12 @@ def reestimate_batchnorm(
     update_bn(batches, model, device)
     shifts, ratios = [], []
     for module, (mean, var, eps) in zip(layers, before, strict=True):
+        if blend < 1.0:
+            new_mean, new_var = module.running_mean.clone(), module.running_var.clone()
+            module.running_mean.copy_(blend * new_mean + (1 - blend) * mean)
+            module.running_var.copy_(
+                blend * new_var + (1 - blend) * var + blend * (1 - blend) * (new_mean - mean) ** 2
+            )
         shifts.append(((module.running_mean - mean).abs() / (var + eps).sqrt()).cpu())
         ratios.append(((module.running_var + eps) / (var + eps)).cpu())
     return {
@@ -284,15 +325,49 @@ def label_frames(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     batch_size: int,
+    inside: np.ndarray | None = None,
+    class_keep: float = 0.0,
+    num_classes: int = len(CLASS_NAMES),
 ) -> Labelling:
-    """The model's class map and confident pixels on every canvas, through the one engine."""
+    """The model's class map and confident pixels on every canvas, through the one engine;
+    the thresholds per class from class_thresholds (over the `inside` pixels)."""
     predictor = EnsemblePredictor([(model, 1.0)], tta=tta, device=device, amp_dtype=amp_dtype)
-    classes, confident = [], []
+    classes, confidences = [], []
     for start in range(0, len(images), batch_size):
         labels, confidence = predictor.predict(torch.from_numpy(images[start : start + batch_size])[:, None])
         classes.append(labels.cpu().numpy())
-        confident.append((confidence >= threshold).cpu().numpy())
-    return Labelling(np.concatenate(classes), np.concatenate(confident))
+        confidences.append(confidence.cpu().numpy().astype(np.float16))
+    classes_, confidence_ = np.concatenate(classes), np.concatenate(confidences)
+    inside = np.ones(classes_.shape, bool) if inside is None else inside
+    thresholds = class_thresholds(classes_, confidence_, inside, threshold, class_keep, num_classes)
+    confident = confidence_ >= np.asarray(thresholds, np.float16)[classes_]
+    return Labelling(classes_, confident, tuple(round(t, 4) for t in thresholds))
+
+
+def class_thresholds(
+    classes: np.ndarray,
+    confidence: np.ndarray,
+    inside: np.ndarray,
+    threshold: float,
+    keep: float,
+    num_classes: int,
+) -> list[float]:
+    """Per class: `threshold`, lowered where that keeps fewer than `keep` of the class's pixels
+    (inside the frames) to the confidence that keeps exactly that share. Class-balanced
+    self-training (Zou et al., "Unsupervised domain adaptation for semantic segmentation via
+    class-balanced self-training", ECCV 2018): one global threshold keeps the easy, large
+    classes and drops the pupil's and iris's uncertain rims, and training on what is left shrinks
+    them round after round. keep 0: the global threshold for every class."""
+    out = []
+    for c in range(num_classes):
+        values = confidence[(classes == c) & inside]
+        if keep <= 0 or values.size == 0:
+            out.append(float(threshold))
+        else:
+            out.append(
+                min(float(threshold), float(np.quantile(values[:: max(1, values.size // 200_000)], 1 - keep)))
+            )
+    return out
 
 
 def pseudo_targets(labelling: Labelling, inside: np.ndarray) -> np.ndarray:
@@ -323,6 +398,7 @@ def labelling_stats(
         else round(float((labelling.classes == previous.classes)[inside].mean()), 4),
         "class_shares": _shares(labelling.classes[inside], num_classes),
         "label_class_shares": _shares(labelling.classes[confident], num_classes),
+        "thresholds": list(labelling.thresholds),
     }
 
 
@@ -338,8 +414,59 @@ class _PseudoLabelled(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {
             "image": torch.from_numpy(self.images[index])[None],
-            "mask": torch.from_numpy(self.targets[index]),
+            "mask": torch.from_numpy(self.targets[index].astype(np.int64)),
+            "name": f"adapt_{index}",
         }
+
+
+class _LookAlike(Dataset):
+    """Rendered frames with their tones moved toward the new camera's frames (labels unchanged):
+    albumentations' HistogramMatching or FDA (Fourier domain adaptation: the low frequencies of
+    the spectrum taken from a new frame), a random new frame as the reference, drawn per item from
+    (seed, index)."""
+
+    def __init__(self, rendered: Dataset, references: list[np.ndarray], how: str, seed: int) -> None:
+        kind = A.HistogramMatching if how == "histogram" else A.FDA
+        self.rendered, self.seed, self.references = rendered, seed, references
+        self.transform = kind(metadata_key="references", p=1.0)
+
+    def __len__(self) -> int:
+        return len(self.rendered)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.rendered[index])
+        self.transform.set_random_seed(derive_seed(self.seed, index))
+        image = self.transform(image=item["image"][0].numpy(), references=self.references)["image"]
+        item["image"] = torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8))[None]
+        return item
+
+
+def round_frames(
+    images: np.ndarray,
+    targets: np.ndarray,
+    replay: int,
+    seed: int,
+    match: str = "none",
+    inside: np.ndarray | None = None,
+) -> Dataset:
+    """A round's training frames: the pseudo-labelled canvases, then `replay` freshly rendered
+    frames of the cameras pretraining knew (REAL_STYLES), their labels exact: they hold the model
+    to what it knew while the pseudo-labels, which are its own guesses, pull it toward the new
+    camera (without them it drifts toward whatever it already said, confidently). `match`
+    (histogram, fda) moves the rendered frames' tones toward the new frames' (_LookAlike), each
+    new frame cropped to its own pixels (`inside`: no canvas padding in the reference)."""
+    frames: Dataset = _PseudoLabelled(images, targets)
+    if replay:
+        rendered: Dataset = RenderedFrames(list(REAL_STYLES), replay, seed)
+        if match != "none":
+            boxes = np.ones(images.shape, bool) if inside is None else inside
+            references = [
+                image[np.ix_(box.any(axis=1), box.any(axis=0))]
+                for image, box in zip(images, boxes, strict=True)
+            ]
+            rendered = _LookAlike(rendered, references, match, seed)
+        frames = ConcatDataset([frames, rendered])
+    return frames
 
 
 def fine_tune(
@@ -352,6 +479,7 @@ def fine_tune(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     use_scaler: bool,
+    inside: np.ndarray | None = None,
 ) -> list[float]:
     """`settings.epochs` epochs on the pseudo-labels through training.loop; each epoch's mean loss.
 
@@ -363,10 +491,9 @@ def fine_tune(
     learned with, and which train mode would also fold into the running statistics.
     """
     seed = derive_seed(settings.seed, round_index)
-    dataset = AugmentedDataset(
-        _PseudoLabelled(images, targets), build_train_transform(config.input), seed, config.in_channels
-    )
-    sampler = EpochSampler(len(images), seed=seed)
+    frames = round_frames(images, targets, settings.replay, seed, settings.match, inside)
+    dataset = AugmentedDataset(frames, build_train_transform(config.input), seed, config.in_channels)
+    sampler = EpochSampler(len(frames), seed=seed)
     loader = DataLoader(dataset, batch_size=config.optimizer.batch_size, sampler=sampler, num_workers=0)
     optimizer = build_optimizer(model, config.optimizer.model_copy(update={"learning_rate": settings.lr}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -446,7 +573,10 @@ def run_adaptation(
     log(f"{frames.kind} {frames.source}: {picked}, on {device}; {runtime}")
 
     def label() -> Labelling:
-        return label_frames(model, frames.images, settings.threshold, settings.tta, device, amp_dtype, batch)
+        return label_frames(
+            model, frames.images, settings.threshold, settings.tta, device, amp_dtype, batch,
+            frames.inside, settings.class_keep, classes,
+        )  # fmt: skip
 
     def record(step: dict[str, Any], began: float) -> dict[str, Any]:
         return step | {"seconds": round(time.perf_counter() - began, 2)}
@@ -463,7 +593,7 @@ def run_adaptation(
     log(_line("before", report["before"]))
 
     began = time.perf_counter()
-    moved = reestimate_batchnorm(model, frames.images, batch, device, settings.seed)
+    moved = reestimate_batchnorm(model, frames.images, batch, device, settings.seed, settings.bn_blend)
     labelling = label()
     report["batchnorm"] = record(labelling_stats(labelling, frames.inside, previous, classes) | moved, began)
     shift = f"  ({moved['layers']} layers, mean shift {moved['mean_shift']:.3f} sd)"
@@ -474,8 +604,9 @@ def run_adaptation(
         began = time.perf_counter()
         targets = pseudo_targets(labelling, frames.inside)
         losses = fine_tune(
-            model, config, frames.images, targets, settings, round_index, device, amp_dtype, scaled
-        )
+            model, config, frames.images, targets, settings, round_index, device, amp_dtype, scaled,
+            frames.inside,
+        )  # fmt: skip
         previous, labelling = labelling, label()
         stats = labelling_stats(labelling, frames.inside, previous, classes)
         report["rounds"].append(record({"round": round_index, "losses": losses} | stats, began))
