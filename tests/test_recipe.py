@@ -318,6 +318,9 @@ RUNNABLE = [
     "bench/transfer.py",
     "bench/real_eye.py",
     "bench/leave_one_style_out.py",
+    "bench/own_camera.py",
+    "bench/pupil_confidence.py",
+    "bench/pupil_smoothing.py",
 ]
 
 
