@@ -32,7 +32,7 @@ from pathlib import Path
 
 from config.ensemble import DEFAULT_TTA
 from dataset.openeds import in_data_dir, read_sample_list
-from inference.engine import TTA_MODES
+from inference.engine import DEFAULT_MIN_AREA, TTA_MODES, min_area_per_class
 from inference.members import ensemble_members, runtime_line
 from inference.predict import (
     PredictJob,
@@ -111,9 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--min-area",
-        default="0",
+        default=str(DEFAULT_MIN_AREA),
         help="drop a class from a frame where it covers fewer pixels than this: N (all classes but "
-        "background), 'auto' (half its smallest area in the members' training labels) or 0 (off)",
+        "background), 'auto' (half its smallest area in the members' training labels) or 0 (off; "
+        f"default {DEFAULT_MIN_AREA}, as segment.py's)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of another ensemble")
     return parser.parse_args(argv)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.min_area == "auto":
         min_area = auto_min_area(args.data_dir, members)
     else:
-        min_area = (0,) + (int(args.min_area),) * (members[0].config.num_classes - 1)
+        min_area = min_area_per_class(int(args.min_area), members[0].config.num_classes)
     if any(min_area):
         print(f"min area per class (pixels): {list(min_area)}")
     amp_dtype, why = precision_choice(args.precision, device)

@@ -11,9 +11,12 @@
 it). Frames of any size are fitted into the models' 640 x 400 (a plain resize at the same 1.6
 aspect, else centred on black padding) and the class maps brought back to the input's size.
 
---out gets masks/ (values 0..3), measurements.csv (one row per frame: pupil and iris ellipses,
-areas, open, confidence, blink), summary.json; with --overlay overlays/ (images) or overlay.mp4
-(a video); for a video or camera pupil.png (pupil diameter and centre over time, blinks shaded).
+--out gets masks/ (values 0..3), measurements.csv (one row per frame, written as frames finish:
+pupil and iris ellipses, areas, open, confidence, pupil fit checks and pupil_confidence, blink;
+with --mm-per-px the pupil diameter in mm, with --smooth the one-euro filtered pupil centre and
+diameter), summary.json; with --overlay overlays/ (images) or overlay.mp4 (a video); for a video
+or camera pupil.png (pupil diameter and centre over time, blinks shaded). README, "Segment your
+own images and videos", gives the meaning of every column.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from inference.engine import TTA_MODES
+from evaluation.blinks import DEFAULT_BLINK_GAP, DEFAULT_BLINK_MIN, parse_span
+from inference.engine import DEFAULT_MIN_AREA, TTA_MODES
 from inference.frames import open_frames
 from inference.runtime import PRECISIONS
-from inference.segment_run import MASK_FORMATS, prepare_output_dir, run_segmentation
+from inference.segment_run import (
+    MASK_FORMATS,
+    MeasureOptions,
+    prepare_output_dir,
+    read_measurements,
+    run_segmentation,
+)
 from inference.segmenter import Segmenter
 from utils.errors import InputError, cli_entry
 from viz.segmentation import draw_segmentation, plot_pupil
@@ -67,6 +77,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument(
+        "--min-area", default=str(DEFAULT_MIN_AREA),
+        help="drop a class (but background) from a frame where it covers fewer pixels of the models' 640 x 400 "
+        f"frame than this, as predict_ensemble.py's --min-area (default {DEFAULT_MIN_AREA}: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--blink-min", default=f"{DEFAULT_BLINK_MIN.value:g}",
+        help="shortest blink: frames (3) or milliseconds (80ms, a video or camera) "
+        f"(default {DEFAULT_BLINK_MIN})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--blink-gap", default=f"{DEFAULT_BLINK_GAP.value:g}",
+        help="frames with a pupil (or ms) between two runs without one that still make one blink "
+        f"(default {DEFAULT_BLINK_GAP})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mm-per-px", type=float, help="millimetres per pixel at the pupil: adds pupil_diameter_mm"
+    )
+    parser.add_argument(
+        "--smooth", action="store_true",
+        help="add the pupil centre and diameter smoothed over time (one-euro filter; a video or camera)",
+    )  # fmt: skip
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
     )
     return parser.parse_args(argv)
@@ -79,24 +111,41 @@ def main(argv: list[str] | None = None) -> None:
         args.max_frames is not None and args.max_frames < 1
     ):
         raise InputError("--batch-size and --max-frames must be >= 1")
+    if args.min_area == "auto":
+        raise InputError(
+            "--min-area auto reads the members' training labels (predict_ensemble.py --data-dir); "
+            "segment.py has none: give a number of pixels"
+        )
+    if not args.min_area.isdigit():
+        raise InputError(f"--min-area must be a whole number of pixels, got {args.min_area!r}")
+    options = MeasureOptions(
+        parse_span(args.blink_min, "--blink-min"),
+        parse_span(args.blink_gap, "--blink-gap"),
+        args.mm_per_px,
+        args.smooth,
+    )
     source = open_frames(args.input, exclude=args.out)
+    options.check(source)
     checkpoints = args.checkpoints
     if checkpoints is None and args.ensemble is None:  # a user's own models always win
         if not DEFAULT_WEIGHTS.is_file():
             raise InputError("no model named (--checkpoints or --ensemble) and the default model is missing", DEFAULT_WEIGHTS)
         checkpoints = [str(DEFAULT_WEIGHTS)]
     segmenter = Segmenter.from_checkpoints(
-        checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size
+        checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size, int(args.min_area)
     )
     prepare_output_dir(args.out, args.overwrite)
     print(f"{source.kind} {source.label}: {len(segmenter.members)} models; {segmenter.runtime}")
     overlay = draw_segmentation if args.overlay else None
-    summary = run_segmentation(segmenter, source, args.out, args.masks, overlay, args.max_frames)
-    if source.is_stream and summary.rows:
-        plot_pupil(summary.rows, args.out / "pupil.png", title=source.label)
+    summary = run_segmentation(
+        segmenter, source, args.out, args.masks, overlay, args.max_frames, options=options
+    )
+    if source.is_stream and summary.frames:
+        plot_pupil(read_measurements(args.out / "measurements.csv"), args.out / "pupil.png", title=source.label)
     print(
         f"segmented {summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s "
-        f"({summary.engine_frames_per_s:.1f} frames/s in the engine); {len(summary.blinks)} blinks -> {args.out}"
+        f"({summary.engine_frames_per_s:.1f} frames/s in the engine); {len(summary.blinks)} blinks; "
+        f"pupil fits refused in {summary.pupil_fits['refused']} -> {args.out}"
     )
     if summary.error:
         raise InputError(summary.error)

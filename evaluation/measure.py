@@ -1,4 +1,4 @@
-"""Pupil and iris measurements from a class map: fitted ellipses, areas, the open flag, blinks.
+"""Pupil and iris measurements from a class map: fitted ellipses, areas, the open flag, fit checks.
 
 `measure_eye(mask)` fits an ellipse (cv2.fitEllipse) to the outline of the largest connected
 component (cv2.connectedComponentsWithStats) of the pupil (class 3) and of the iris disk
@@ -19,16 +19,31 @@ the image border are left out of the fit when enough of the outline remains (OCC
 On true masks of lid-covered synthetic pupils this takes the median centre error from 8.8 px to
 0.1 px and the diameter error from 5.1% to 0.1% (BENCHMARKS.md, "segment.py"; bench/segment.py).
 
-Blinks (`blinks`): a blink is a run of consecutive frames in which no pupil is found: every
-frame with open = 0 (neither pupil nor iris visible), and frames where the lid covers the whole
-pupil but some iris shows. A lid over part of the pupil is not a blink (the pupil is measured,
-with the occlusion rule above).
+No impossible ellipse: cv2.fitEllipse on a few nearly collinear points (a small arc left by a
+lid, a sliver, a fragment) returns ellipses far larger than the region, centred far outside it
+(a real video gave a 23,000 px pupil). A fit that leaves the region it was fitted to is refused
+(`pupil_fit` / `iris_fit` "refused", no ellipse): its centre lies outside the component's
+bounding box grown on every side by FIT_MARGIN x the box's longer side + FIT_SLACK_PX, or its
+major axis exceeds the box's diagonal x (1 + FIT_MARGIN) + FIT_SLACK_PX. On true masks a pupil
+under a straight lid passes while about a quarter of its height shows (a fifth of its area; the
+centre rule goes first); below that even a clean arc's fit is an extrapolation
+(tests/test_segment.py: a lid lowered over a pupil; fragments and slivers).
+
+`pupil_confidence` (0..1) says how far the pupil ellipse can be trusted; below
+PUPIL_CONFIDENCE_THRESHOLD lie at least 90% of the rendered frames whose fitted centre is more than
+2 px off (bench/pupil_confidence.py, BENCHMARKS.md "Pupil confidence"). It is the product of
+- p ** PROBABILITY_POWER, p the model's mean probability of the pupil class over the pupil's
+  pixels (the power spreads the 0.85-0.99 where p lies; on the calibration frames it told good
+  fits from bad ones better than p itself);
+- the visible share of the fitted ellipse's outline: the share of VISIBLE_BINS equal sectors
+  (of the ellipse's own angle) holding a non-occluded outline point (the lid rule above);
+- exp(-residual / RESIDUAL_SCALE_PX), residual the mean distance (px) of the outline points
+  fitted to the ellipse (measured along the ray from its centre).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -38,8 +53,12 @@ __all__ = [
     "CSV_COLUMNS",
     "Ellipse",
     "EyeMeasurements",
+    "Fit",
     "measure_eye",
-    "blinks",
+    "fit_region",
+    "FIT_MARGIN",
+    "FIT_SLACK_PX",
+    "PUPIL_CONFIDENCE_THRESHOLD",
     "PUPIL",
     "IRIS",
     "SCLERA",
@@ -49,6 +68,16 @@ SCLERA, IRIS, PUPIL = 1, 2, 3
 # The share of a region's outline that must remain after dropping occluded points for the fit to
 # use only the remaining points (below it, the fit takes the whole outline), and at least 5 points.
 OCCLUDED_FIT_MIN = 0.3
+# A fit may leave its component's box by this share of the box's longer side (centre) or of its
+# diagonal (major axis), plus FIT_SLACK_PX for pixel rounding; beyond it the fit is refused.
+FIT_MARGIN = 0.25
+FIT_SLACK_PX = 2.0
+# pupil_confidence's parts (module docstring) and the threshold below which a frame's pupil is
+# not to be trusted: calibrated on rendered frames, bench/pupil_confidence.py.
+VISIBLE_BINS = 24
+PROBABILITY_POWER = 4
+RESIDUAL_SCALE_PX = 2.0
+PUPIL_CONFIDENCE_THRESHOLD = 0.64
 # measurements.csv: these columns first, in this order (segment.py adds per-run columns after them).
 CSV_COLUMNS = [
     "frame",
@@ -69,6 +98,9 @@ CSV_COLUMNS = [
     "iris_area",
     "sclera_area",
     "confidence",
+    "pupil_fit",
+    "iris_fit",
+    "pupil_confidence",
 ]
 
 
@@ -84,6 +116,22 @@ class Ellipse:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """One region's fit: the ellipse (None unless status is "ok") and how well it is supported.
+
+    status: "ok", "refused" (the region is there but no trustworthy ellipse: the fit left the
+    region, or the outline has fewer than 5 points) or "none" (no pixel of the region).
+    visible: share of the ellipse's outline sectors holding a non-occluded outline point;
+    residual: mean distance (px) of the fitted outline points to the ellipse.
+    """
+
+    ellipse: Ellipse | None = None
+    status: str = "none"
+    visible: float | None = None
+    residual: float | None = None
+
+
+@dataclass(frozen=True)
 class EyeMeasurements:
     """What one frame's class map says about the eye (pixel units of the mask)."""
 
@@ -93,6 +141,11 @@ class EyeMeasurements:
     iris_area: int
     sclera_area: int
     confidence: float | None = None  # mean ensemble probability of the chosen class (see measure_eye)
+    pupil_fit: str = "none"  # Fit.status of the pupil and the iris
+    iris_fit: str = "none"
+    pupil_confidence: float | None = None  # how far the pupil ellipse can be trusted (module docstring)
+    pupil_visible: float | None = None  # its parts (Fit.visible, Fit.residual), not in the CSV
+    pupil_residual: float | None = None
 
     @property
     def open(self) -> bool:
@@ -110,7 +163,8 @@ class EyeMeasurements:
             )
             row |= {f"{name}_{key}": value for key, value in fields.items()}
         row |= {"pupil_area": self.pupil_area, "iris_area": self.iris_area, "sclera_area": self.sclera_area}
-        row["confidence"] = self.confidence
+        row |= {"confidence": self.confidence, "pupil_fit": self.pupil_fit, "iris_fit": self.iris_fit}
+        row["pupil_confidence"] = self.pupil_confidence
         return row
 
 
@@ -123,7 +177,50 @@ def _largest_component(region: np.ndarray) -> np.ndarray | None:
     return (labels == biggest).astype(np.uint8)
 
 
-def _fit(component: np.ndarray, mask: np.ndarray, outside: int) -> Ellipse | None:
+def fit_region(points: np.ndarray, box: tuple[int, int, int, int]) -> Ellipse | None:
+    """cv2.fitEllipse of (N, 2) outline points, or None when the fit leaves the region's box.
+
+    box: (x, y, width, height) of the region's pixels (cv2.boundingRect); the rule and its margin
+    are the module docstring's. The returned axes include the +1 px of the outline's half pixel.
+    """
+    (cx, cy), (w, h), angle = cv2.fitEllipse(points.astype(np.float32))
+    if not all(math.isfinite(v) for v in (cx, cy, w, h, angle)):
+        return None
+    # OpenCV's width lies along `angle`; turn it into (major, minor, angle of the major axis).
+    if w < h:
+        w, h, angle = h, w, angle + 90.0
+    x0, y0, width, height = box
+    grow = FIT_MARGIN * max(width, height) + FIT_SLACK_PX
+    inside = x0 - grow <= cx <= x0 + width - 1 + grow and y0 - grow <= cy <= y0 + height - 1 + grow
+    if not inside or w + 1.0 > math.hypot(width, height) * (1 + FIT_MARGIN) + FIT_SLACK_PX:
+        return None
+    return Ellipse(float(cx), float(cy), float(w) + 1.0, float(h) + 1.0, float(angle % 180.0))
+
+
+def _support(ellipse: Ellipse, fitted: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
+    """(visible share, residual px) of an ellipse: sectors holding a clean point; mean point distance."""
+    a, b = (ellipse.major - 1.0) / 2, (ellipse.minor - 1.0) / 2
+    theta = math.radians(ellipse.angle)
+    cos, sin = math.cos(theta), math.sin(theta)
+
+    def frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dx, dy = points[:, 0] - ellipse.cx, points[:, 1] - ellipse.cy
+        return (dx * cos + dy * sin) / max(a, 1e-6), (-dx * sin + dy * cos) / max(b, 1e-6)
+
+    u, v = frame(fitted.astype(np.float64))
+    radius = np.hypot(u, v)  # 1 on the ellipse; the distance along the ray is |1 - 1/r| x |p - c|
+    distance = np.abs(1 - 1 / np.maximum(radius, 1e-6)) * np.hypot(
+        fitted[:, 0] - ellipse.cx, fitted[:, 1] - ellipse.cy
+    )
+    visible = 0.0
+    if len(clean):
+        u, v = frame(clean.astype(np.float64))
+        sectors = np.floor((np.arctan2(v, u) + math.pi) / (2 * math.pi) * VISIBLE_BINS).astype(int)
+        visible = len(np.unique(np.clip(sectors, 0, VISIBLE_BINS - 1))) / VISIBLE_BINS
+    return visible, float(distance.mean())
+
+
+def _fit(component: np.ndarray, mask: np.ndarray, outside: int) -> Fit:
     """Fit an ellipse to the component's outer outline, leaving out occluded outline points.
 
     `outside` is the class that surrounds the region in an open eye; an outline point with any
@@ -132,7 +229,7 @@ def _fit(component: np.ndarray, mask: np.ndarray, outside: int) -> Ellipse | Non
     contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     outline = max(contours, key=len).reshape(-1, 2)
     if len(outline) < 5:
-        return None
+        return Fit(status="refused")
     height, width = mask.shape
     # Foreign: neither the region itself nor its natural surround; dilate so 8-neighbours count.
     foreign = ((component == 0) & (mask != outside)).astype(np.uint8)
@@ -141,13 +238,11 @@ def _fit(component: np.ndarray, mask: np.ndarray, outside: int) -> Ellipse | Non
     occluded = foreign[ys, xs].astype(bool) | (xs == 0) | (ys == 0) | (xs == width - 1) | (ys == height - 1)
     clean = outline[~occluded]
     points = clean if len(clean) >= max(5, OCCLUDED_FIT_MIN * len(outline)) else outline
-    (cx, cy), (w, h), angle = cv2.fitEllipse(points.astype(np.float32))
-    if not all(math.isfinite(v) for v in (cx, cy, w, h, angle)):
-        return None
-    # OpenCV's width lies along `angle`; turn it into (major, minor, angle of the major axis).
-    if w < h:
-        w, h, angle = h, w, angle + 90.0
-    return Ellipse(float(cx), float(cy), float(w) + 1.0, float(h) + 1.0, float(angle % 180.0))
+    ellipse = fit_region(points, cv2.boundingRect(component))
+    if ellipse is None:
+        return Fit(status="refused")
+    visible, residual = _support(ellipse, points, clean)
+    return Fit(ellipse, "ok", visible, residual)
 
 
 def measure_eye(mask: np.ndarray, confidence: np.ndarray | None = None) -> EyeMeasurements:
@@ -155,34 +250,33 @@ def measure_eye(mask: np.ndarray, confidence: np.ndarray | None = None) -> EyeMe
 
     confidence: optional (H, W) probability of each pixel's chosen class (the ensemble's softmax);
     the frame's confidence is its mean over the eye's pixels (classes 1-3), or over the whole
-    frame when no eye pixel is found (how sure the model is that the eye is closed).
+    frame when no eye pixel is found (how sure the model is that the eye is closed). The pupil's
+    class probability in pupil_confidence is its mean over the pupil's component (1 without it).
     """
     mask = np.asarray(mask)
     counts = np.bincount(mask.ravel(), minlength=4)
     pupil = _largest_component(mask == PUPIL)
     iris_disk = _largest_component((mask == IRIS) | (mask == PUPIL))
-    mean_confidence = None
+    pupil_fit = _fit(pupil, mask, IRIS) if pupil is not None else Fit()
+    iris_fit = _fit(iris_disk, mask, SCLERA) if iris_disk is not None else Fit()
+    mean_confidence = pupil_confidence = None
     if confidence is not None:
         eye = mask > 0
         mean_confidence = float(confidence[eye].mean() if eye.any() else confidence.mean())
+    if pupil_fit.ellipse is not None:
+        probability = float(confidence[pupil > 0].mean()) if confidence is not None else 1.0
+        fit_term = math.exp(-pupil_fit.residual / RESIDUAL_SCALE_PX)
+        pupil_confidence = probability**PROBABILITY_POWER * pupil_fit.visible * fit_term
     return EyeMeasurements(
-        pupil=_fit(pupil, mask, IRIS) if pupil is not None else None,
-        iris=_fit(iris_disk, mask, SCLERA) if iris_disk is not None else None,
+        pupil=pupil_fit.ellipse,
+        iris=iris_fit.ellipse,
         pupil_area=int(counts[PUPIL]),
         iris_area=int(counts[IRIS]),
         sclera_area=int(counts[SCLERA]),
         confidence=mean_confidence,
+        pupil_fit=pupil_fit.status,
+        iris_fit=iris_fit.status,
+        pupil_confidence=pupil_confidence,
+        pupil_visible=pupil_fit.visible,
+        pupil_residual=pupil_fit.residual,
     )
-
-
-def blinks(pupil_areas: Sequence[int]) -> list[tuple[int, int]]:
-    """Blinks as (first, last) positions, inclusive: runs of consecutive frames without a pupil."""
-    runs: list[tuple[int, int]] = []
-    start = None
-    for position, area in enumerate([*pupil_areas, 1]):  # a sentinel closes a run at the end
-        if area <= 0 and start is None:
-            start = position
-        elif area > 0 and start is not None:
-            runs.append((start, position - 1))
-            start = None
-    return runs

@@ -25,7 +25,22 @@ from torch import nn
 from inference.runtime import autocast_context
 from utils.errors import InputError
 
-__all__ = ["TTA_MODES", "View", "tta_views", "EnsemblePredictor", "check_fused_views", "drop_small_classes"]
+__all__ = [
+    "TTA_MODES",
+    "DEFAULT_MIN_AREA",
+    "View",
+    "tta_views",
+    "EnsemblePredictor",
+    "check_fused_views",
+    "drop_small_classes",
+    "min_area_per_class",
+    "small_classes",
+]
+
+# --min-area's default in predict_ensemble.py and segment.py alike: off. A fixed pixel count means
+# a different share of the eye on every camera and resolution; predict_ensemble.py's 'auto' reads
+# one from the members' training labels, and segment.py users give their own (README).
+DEFAULT_MIN_AREA = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,30 @@ class EnsemblePredictor:
             yield list(batch["name"]), labels.cpu(), confidence.cpu()
 
 
+def min_area_per_class(pixels: int, classes: int) -> tuple[int, ...]:
+    """--min-area N as the engine's per-class minimum: N for every class but background (0)."""
+    return (0,) + (int(pixels),) * (classes - 1)
+
+
+def small_classes(probs: torch.Tensor, min_area: Sequence[int]) -> torch.Tensor:
+    """(B, C) bool: the classes drop_small_classes takes out of each frame of probs (B, C, H, W)."""
+    batch, classes = probs.shape[:2]
+    if len(min_area) != classes:
+        raise ValueError(f"min_area has {len(min_area)} values for {classes} classes")
+    limit = torch.as_tensor(list(min_area), device=probs.device).view(1, classes)
+    offsets = torch.arange(batch, device=probs.device).view(batch, 1, 1) * classes
+    dropped = torch.zeros(batch, classes, dtype=torch.bool, device=probs.device)
+    for _ in range(classes):
+        kept = probs.masked_fill(dropped[:, :, None, None], 0.0) if dropped.any() else probs
+        labels = kept.argmax(dim=1)
+        counts = torch.bincount((labels + offsets).flatten(), minlength=batch * classes).view(batch, classes)
+        small = (counts > 0) & (counts < limit)
+        if not small.any():
+            break
+        dropped |= small
+    return dropped
+
+
 def drop_small_classes(probs: torch.Tensor, min_area: Sequence[int]) -> torch.Tensor:
     """Remove classes that cover fewer than min_area[c] pixels of a frame from that frame.
 
@@ -161,19 +200,7 @@ def drop_small_classes(probs: torch.Tensor, min_area: Sequence[int]) -> torch.Te
     next most likely class; repeated until no class is too small (at most C rounds). Aimed at
     the per-image metric's worst case: a closed eye whose prediction keeps a few pupil or iris
     pixels scores 0 for those classes. Written by hand: no library does this on probabilities.
+    segment.py finds the classes (small_classes) in the models' frame and drops them at the
+    input's size, so both scripts count the same pixels.
     """
-    batch, classes = probs.shape[:2]
-    if len(min_area) != classes:
-        raise ValueError(f"min_area has {len(min_area)} values for {classes} classes")
-    limit = torch.as_tensor(list(min_area), device=probs.device).view(1, classes)
-    offsets = torch.arange(batch, device=probs.device).view(batch, 1, 1) * classes
-    dropped = torch.zeros(batch, classes, dtype=torch.bool, device=probs.device)
-    for _ in range(classes):
-        labels = probs.argmax(dim=1)
-        counts = torch.bincount((labels + offsets).flatten(), minlength=batch * classes).view(batch, classes)
-        small = (counts > 0) & (counts < limit)
-        if not small.any():
-            break
-        dropped |= small
-        probs = probs.masked_fill(dropped[:, :, None, None], 0.0)
-    return probs
+    return probs.masked_fill(small_classes(probs, min_area)[:, :, None, None], 0.0)

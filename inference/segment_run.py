@@ -8,21 +8,25 @@ What it writes in the output folder (every file atomically):
   LabelMe polygons, dataset.importers.write_labelme) to correct in LabelMe and import back
   (`python -m dataset.importers labelme --src OUT/labelme --out DATA`);
 - with an overlay function: overlays/<name>.png per image, or overlay.mp4 (mp4v) for a video;
-- measurements.csv: one row per frame read, the columns of evaluation.measure.CSV_COLUMNS, then
-  `blink` (1 in a run of frames without a pupil, evaluation.measure.blinks);
-- summary.json: input, frames, time, frames/s, blinks, unreadable images, why it ended.
+- measurements.csv: one row per frame read: the columns of evaluation.measure.CSV_COLUMNS, then
+  with MeasureOptions.mm_per_px `pupil_diameter_mm`, with .smooth `pupil_cx_smooth`,
+  `pupil_cy_smooth`, `pupil_major_smooth` (and `pupil_diameter_mm_smooth` with both;
+  evaluation.smoothing), then `blink` (evaluation.blinks). Not written atomically but row by row,
+  flushed as frames finish, so a reader can tail it: a row waits only until its blink state is
+  known (at most about blink_min + blink_gap frames; evaluation.blinks.BlinkTracker holds those);
+- summary.json: input, frames, time, frames/s, blinks, pupil fits, unreadable images, why it ended.
 
 Whatever ends the run (the last frame, --max-frames, Ctrl-C, a video that breaks mid-stream,
 unreadable images of a folder), the outputs of every frame read are complete when it returns;
 the caller turns `RunSummary.error` into the one-line error. An output folder that holds another
-run's outputs is refused unless `overwrite`, which deletes them first.
+run's outputs is refused unless `overwrite`, which deletes them first. Every file but
+measurements.csv is written atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import shutil
 import sys
@@ -36,19 +40,67 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset.importers import write_labelme
-from evaluation.measure import CSV_COLUMNS, blinks
+from evaluation.blinks import DEFAULT_BLINK_GAP, DEFAULT_BLINK_MIN, BlinkTracker, Span
+from evaluation.measure import CSV_COLUMNS
+from evaluation.smoothing import PupilSmoother
 from inference.frames import BadFrame, FrameSource
 from inference.predict import save_npy_atomic
 from inference.segmenter import Segmenter, SegmentResult
 from utils.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from utils.errors import InputError
 
-__all__ = ["MASK_FORMATS", "OUTPUT_NAMES", "RunSummary", "prepare_output_dir", "run_segmentation"]
+__all__ = [
+    "MASK_FORMATS",
+    "OUTPUT_NAMES",
+    "MeasureOptions",
+    "RunSummary",
+    "prepare_output_dir",
+    "read_measurements",
+    "run_segmentation",
+]
 
 MASK_FORMATS = ("png", "npy", "labelme", "none")
 # What a run writes at the top of its folder; their presence marks a folder as holding a run.
 OUTPUT_NAMES = ("masks", "labelme", "overlays", "overlay.mp4", "measurements.csv", "pupil.png", "summary.json")
 DEFAULT_CAMERA_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """Per-run measurement settings: blink rule, physical units, smoothing (README, segment.py)."""
+
+    blink_min: Span = DEFAULT_BLINK_MIN
+    blink_gap: Span = DEFAULT_BLINK_GAP
+    mm_per_px: float | None = None  # pupil_diameter_mm = pupil_major x mm_per_px
+    smooth: bool = False  # one-euro filtered pupil centre and diameter (evaluation.smoothing)
+
+    def check(self, source: FrameSource) -> None:
+        """Refuse what the input cannot give: times (ms blink lengths, smoothing) need a video or camera."""
+        if self.mm_per_px is not None and not (self.mm_per_px > 0 and np.isfinite(self.mm_per_px)):
+            raise InputError(f"--mm-per-px must be a positive number of millimetres, got {self.mm_per_px}")
+        needs_times = [
+            flag
+            for flag, needed in (
+                (f"--blink-min {self.blink_min}", self.blink_min.unit == "ms"),
+                (f"--blink-gap {self.blink_gap}", self.blink_gap.unit == "ms"),
+                ("--smooth", self.smooth),
+            )
+            if needed
+        ]
+        if needs_times and not source.is_stream:
+            raise InputError(
+                f"{' and '.join(needs_times)} {'need' if len(needs_times) > 1 else 'needs'} frame times, "
+                "which a video or camera has and "
+                f"{'a folder' if source.kind == 'folder' else 'an image'} has not; give blink lengths in frames"
+            )
+
+    def columns(self) -> list[str]:
+        """measurements.csv's header."""
+        extra = ["pupil_diameter_mm"] if self.mm_per_px is not None else []
+        if self.smooth:
+            extra += ["pupil_cx_smooth", "pupil_cy_smooth", "pupil_major_smooth"]
+            extra += ["pupil_diameter_mm_smooth"] if self.mm_per_px is not None else []
+        return [*CSV_COLUMNS, *extra, "blink"]
 
 
 @dataclass
@@ -63,10 +115,11 @@ class RunSummary:
     frames_per_s: float = 0.0
     engine_frames_per_s: float = 0.0
     blinks: list[tuple[float | int, float | int]] = field(default_factory=list)  # (first, last) frame numbers
+    blink_rule: str = ""
+    pupil_fits: dict[str, int] = field(default_factory=lambda: {"ok": 0, "refused": 0, "none": 0})
     bad_images: list[str] = field(default_factory=list)
     ended: str = "end of input"  # or "max frames", "ctrl-c", "broken"
     error: str | None = None  # the one-line error the caller raises, with every output written
-    rows: list[dict[str, object]] = field(default_factory=list, repr=False)
 
 
 def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
@@ -97,11 +150,11 @@ def _encode_png(image: np.ndarray, path: Path) -> bytes:
 
 
 def _cell(key: str, value: object) -> object:
-    """Empty for an absent value; pixels, degrees and seconds to 3 decimals, confidence to 4."""
+    """Empty for an absent value; pixels, degrees, mm and seconds to 3 decimals, confidences to 4."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}" if key == "confidence" else f"{value:.3f}"
+        return f"{value:.4f}" if key.endswith("confidence") else f"{value:.3f}"
     return value
 
 
@@ -161,23 +214,55 @@ class _Writers:
         self.video.write(picture)
 
 
-def _rows_with_blinks(rows: list[dict[str, object]]) -> list[tuple[int, int]]:
-    runs = blinks([int(row["pupil_area"]) for row in rows])
-    for row in rows:
-        row["blink"] = 0
-    for first, last in runs:
-        for row in rows[first : last + 1]:
-            row["blink"] = 1
-    return runs
+class _MeasurementsFile:
+    """measurements.csv written as frames finish: each row flushed once its blink state is known."""
+
+    def __init__(self, path: Path, options: MeasureOptions, stack: contextlib.ExitStack) -> None:
+        self.options = options
+        self.handle = stack.enter_context(open(path, "w", newline=""))  # noqa: SIM115 - closed by the stack
+        self.writer = csv.DictWriter(self.handle, fieldnames=options.columns(), lineterminator="\n")
+        self.writer.writeheader()
+        self.handle.flush()
+        self.blinks: BlinkTracker[dict[str, object]] = BlinkTracker(options.blink_min, options.blink_gap)
+        self.smoother = PupilSmoother() if options.smooth else None
+        self.rows = 0
+
+    def add(self, result: SegmentResult) -> None:
+        m = result.measurements
+        row = {"frame": result.frame, "time_s": result.time_s, "source": result.source} | m.row()
+        pupil = m.pupil
+        if self.options.mm_per_px is not None:
+            row["pupil_diameter_mm"] = None if pupil is None else pupil.major * self.options.mm_per_px
+        if self.smoother is not None:
+            smooth = self.smoother(
+                float(result.time_s or 0.0),
+                None if pupil is None else (pupil.cx, pupil.cy),
+                None if pupil is None else pupil.major,
+            )
+            keys = ("pupil_cx_smooth", "pupil_cy_smooth", "pupil_major_smooth")
+            row |= dict(zip(keys, smooth or (None, None, None), strict=True))
+            if self.options.mm_per_px is not None:
+                row["pupil_diameter_mm_smooth"] = None if smooth is None else smooth[2] * self.options.mm_per_px
+        self._write(self.blinks.add(row, m.pupil_area == 0, result.time_s))
+
+    def finish(self) -> list[dict[str, object]]:
+        """Write the rows still held; the blinks' (first, last) rows."""
+        self._write(self.blinks.finish())
+        return self.blinks.blinks
+
+    def _write(self, decided: list[tuple[dict[str, object], int]]) -> None:
+        for row, blink in decided:
+            row["blink"] = blink
+            self.writer.writerow({key: _cell(key, value) for key, value in row.items()})
+            self.rows += 1
+        if decided:
+            self.handle.flush()
 
 
-def write_measurements(path: Path, rows: list[dict[str, object]]) -> None:
-    """measurements.csv: CSV_COLUMNS, then blink; empty cells for absent values."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*CSV_COLUMNS, "blink"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: _cell(key, value) for key, value in row.items()} for row in rows)
-    write_text_atomic(path, buffer.getvalue())
+def read_measurements(path: Path) -> list[dict[str, str]]:
+    """The rows of a measurements.csv (strings; empty cells for absent values)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def run_segmentation(
@@ -188,11 +273,15 @@ def run_segmentation(
     overlay: Callable[[SegmentResult], np.ndarray] | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    options: MeasureOptions | None = None,
 ) -> RunSummary:
     """Segment every frame of `source` into `out_dir` (module docstring); returns what happened."""
     if masks not in MASK_FORMATS:
         raise InputError(f"--masks must be one of {', '.join(MASK_FORMATS)}, got {masks!r}")
+    options = options or MeasureOptions()
+    options.check(source)
     summary = RunSummary(input=source.label, kind=source.kind)
+    summary.blink_rule = f"at least {options.blink_min}, gaps of up to {options.blink_gap} merged"
     total = source.total if max_frames is None else min(source.total or max_frames, max_frames)
     bar = tqdm(
         total=total,
@@ -206,17 +295,21 @@ def run_segmentation(
     try:
         with contextlib.ExitStack() as stack:
             writers = _Writers(out_dir, source, masks, overlay, stack)
+            measurements = _MeasurementsFile(out_dir / "measurements.csv", options, stack)
             try:
                 for item in segmenter.stream(source.frames(max_frames)):
                     if isinstance(item, BadFrame):
                         summary.bad_images.append(item.error)
                     else:
                         writers.add(item)
-                        row = {"frame": item.frame, "time_s": item.time_s, "source": item.source}
-                        summary.rows.append(row | item.measurements.row())
+                        measurements.add(item)
+                        summary.pupil_fits[item.measurements.pupil_fit] += 1
                     bar.update(1)
             except KeyboardInterrupt:
                 summary.ended = "ctrl-c"
+            runs = measurements.finish()
+            summary.blinks = [(first["frame"], last["frame"]) for first, last in runs]
+            summary.frames = measurements.rows
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - start
@@ -227,30 +320,25 @@ def run_segmentation(
 def _finish(
     summary: RunSummary, segmenter: Segmenter, source: FrameSource, out_dir: Path, max_frames: int | None
 ) -> None:
-    rows = summary.rows
-    summary.frames = len(rows)
+    frames = summary.frames
     summary.engine_seconds = segmenter.engine_seconds
-    summary.frames_per_s = len(rows) / summary.seconds if summary.seconds > 0 else 0.0
+    summary.frames_per_s = frames / summary.seconds if summary.seconds > 0 else 0.0
     if summary.engine_seconds > 0:
-        summary.engine_frames_per_s = len(rows) / summary.engine_seconds
-    runs = _rows_with_blinks(rows)
-    summary.blinks = [(rows[first]["frame"], rows[last]["frame"]) for first, last in runs]
-    write_measurements(out_dir / "measurements.csv", rows)
+        summary.engine_frames_per_s = frames / summary.engine_seconds
     if source.broken:
         summary.ended, summary.error = "broken", f"{source.label}: {source.broken}"
     elif (
         summary.ended != "ctrl-c"
         and max_frames is not None
-        and len(rows) + len(summary.bad_images) >= max_frames
+        and frames + len(summary.bad_images) >= max_frames
     ):
         summary.ended = "max frames"
     if summary.bad_images:
         shown = "; ".join(summary.bad_images[:3])
         more = f"; and {len(summary.bad_images) - 3} more" if len(summary.bad_images) > 3 else ""
-        count = len(summary.bad_images) + len(rows)
+        count = len(summary.bad_images) + frames
         summary.error = (
             f"{source.label}: {len(summary.bad_images)} of {count} images could not be read "
             f"(the others were segmented and written): {shown}{more}"
         )
-    info = {key: value for key, value in asdict(summary).items() if key != "rows"}
-    write_text_atomic(out_dir / "summary.json", json.dumps(info, indent=1) + "\n")
+    write_text_atomic(out_dir / "summary.json", json.dumps(asdict(summary), indent=1) + "\n")

@@ -16,7 +16,9 @@ padding and the IR headset's dark vignette); a frame of the same 1.6 aspect is a
 (dataset/model_frame.py, which fits the plain-folder layout's frames for training the same way).
 Logits come back at 640 x 400, the canvas's padding is cut off, and they are resized
 (bilinear) to the input's size before the softmax and argmax, so class maps, probabilities and
-measurements are in the input's pixels.
+measurements are in the input's pixels. With a min_area (predict_ensemble.py's --min-area), the
+classes too small in a frame are found in the models' frame (inference.engine.small_classes, the
+pixels predict_ensemble.py counts) and taken out of its probabilities at the input's size.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from config.ensemble import DEFAULT_TTA
 from dataset.model_frame import Placement, place_in_model_frame
 from evaluation.measure import EyeMeasurements, measure_eye
-from inference.engine import EnsemblePredictor
+from inference.engine import DEFAULT_MIN_AREA, EnsemblePredictor, min_area_per_class, small_classes
 from inference.frames import BadFrame, Frame, FrameSource, open_frames, to_gray8
 from inference.members import Member, build_predictor, ensemble_members, runtime_line
 from inference.runtime import precision_choice, select_device
@@ -86,16 +88,24 @@ class Segmenter:
         gpu: str | None = None,
         precision: str = "auto",
         batch_size: int | None = None,
+        min_area: int = DEFAULT_MIN_AREA,
     ) -> Segmenter:
         """Load the members of `checkpoints` (or of an `ensemble` file) and build the engine.
 
         tta: none, hflip or hflip+scales (default: the ensemble file's, else hflip). gpu: as
         `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 1 on a CPU (on 2 quiet cores batch 4 was no faster: BENCHMARKS.md, segment.py), so a camera frame waits for no other.
+        min_area: --min-area, pixels of the models' 640 x 400 frame below which a class other
+        than background is taken out of a frame (0: off).
         """
+        if min_area < 0:
+            raise InputError(f"--min-area must be >= 0 pixels, got {min_area}")
         spec, members = ensemble_members([str(c) for c in checkpoints] if checkpoints else None, ensemble)
         device = select_device(gpu, doing="segmenting")
         amp_dtype, why = precision_choice(precision, device)
-        predictor = build_predictor(members, tta or spec.tta or DEFAULT_TTA, device, amp_dtype)
+        classes = members[0].config.num_classes
+        predictor = build_predictor(
+            members, tta or spec.tta or DEFAULT_TTA, device, amp_dtype, min_area_per_class(min_area, classes)
+        )
         segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 1), members)
         segmenter.runtime = runtime_line(members, device, amp_dtype, why)
         return segmenter
@@ -120,10 +130,15 @@ class Segmenter:
         results = []
         for frame, (_, box), frame_logits in zip(frames, placed, logits, strict=True):
             crop = frame_logits[None, :, box.y : box.y + box.height, box.x : box.x + box.width]
+            dropped = None
+            if self.predictor.min_area is not None:  # counted in the models' frame, as predict_ensemble.py
+                dropped = small_classes(crop.softmax(dim=1), self.predictor.min_area)[0]
             height, width = frame.image.shape
             if (box.height, box.width) != (height, width):
                 crop = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
             probs = crop[0].softmax(dim=0)
+            if dropped is not None and dropped.any():
+                probs = probs.masked_fill(dropped[:, None, None], 0.0)
             confidence, labels = probs.max(dim=0)
             mask = labels.to(torch.uint8).cpu().numpy()
             confidence = confidence.cpu().numpy()
