@@ -86,7 +86,8 @@ def test_pretrain_pipeline_end_to_end(tmp_path: Path) -> None:
     assert "rendered frames: 8 new ones every epoch, styles headset, closeup" in proc.stdout
     weights = out / "weights" / "default.pt"
     card = json.loads(weights.with_suffix(".json").read_text())
-    assert set(card["scores"]["rendered"]["styles"]) == {"classic", "headset", "closeup", "remote"}
+    # every style, the one no default model trains on (oblique) included
+    assert set(card["scores"]["rendered"]["styles"]) == {"classic", "headset", "closeup", "remote", "oblique"}
     assert "deepvog_video" not in card["scores"] and card["train_seconds"] > 0
     assert "--set data.render.frames_per_epoch=8" in card["made_by"]
     result = Segmenter.from_checkpoints([weights], tta="none")(np.zeros((240, 320), np.uint8))
