@@ -4,7 +4,7 @@
     python segment.py --checkpoints runs/cpu_fast/fold_0/best.pt runs/cpu_fast/fold_1/best.pt \\
         --input eye.mp4 --out seg --overlay
     python segment.py --ensemble configs/ensemble.yaml --input frames/ --out seg --masks npy
-    python segment.py --checkpoints best.pt --input 0 --out live --max-frames 600   # camera 0
+    python segment.py --checkpoints best.pt --input 0 --out live --max-frames 600 --preview   # camera 0
 
 --input: an image (png, jpg, bmp, tiff; 8- or 16-bit; gray or colour), a folder of them
 (recursive, natural order), a video OpenCV reads, or a camera index (Ctrl-C or --max-frames ends
@@ -13,17 +13,25 @@ aspect, else centred on black padding) and the class maps brought back to the in
 
 --out gets masks/ (values 0..3), measurements.csv (one row per frame, written as frames finish:
 pupil and iris ellipses, areas, open, confidence, pupil fit checks and pupil_confidence, blink;
-with --mm-per-px the pupil diameter in mm, with --smooth the one-euro filtered pupil centre and
-diameter), summary.json; with --overlay overlays/ (images) or overlay.mp4 (a video); for a video
-or camera pupil.png (pupil diameter and centre over time, blinks shaded). README, "Segment your
-own images and videos", gives the meaning of every column.
+with --mm-per-px or --iris-mm the pupil diameter in mm, with --smooth the one-euro filtered pupil
+centre and diameter, dropped), summary.json; with --overlay overlays/ (images) or overlay.mp4 (a
+video or camera, H.264); for a video or camera pupil.png (pupil diameter and centre over time,
+blinks shaded). README, "Segment your own images and videos", gives the meaning of every column.
+
+Frames are read, segmented (--workers engine calls side by side) and written in separate threads,
+in order. A camera's frames that arrive while the engine is behind are not queued but written as
+dropped rows (--no-drop: queue them all), so a live run keeps up with its camera.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import cv2
 
 from evaluation.blinks import DEFAULT_BLINK_GAP, DEFAULT_BLINK_MIN, parse_span
 from inference.engine import DEFAULT_MIN_AREA, TTA_MODES
@@ -36,7 +44,7 @@ from inference.segment_run import (
     read_measurements,
     run_segmentation,
 )
-from inference.segmenter import Segmenter
+from inference.segmenter import Segmenter, SegmentResult
 from utils.errors import InputError, cli_entry
 from viz.segmentation import draw_segmentation, plot_pupil
 
@@ -77,6 +85,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument(
+        "--workers", type=int,
+        help="engine calls side by side, each on its share of the cores; 0: no threads (default 2, 1 on one core)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-drop", action="store_true",
+        help="a camera: segment every frame however far behind it falls (default: frames the engine has no "
+        "room for are written as dropped rows)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--preview", action="store_true",
+        help="show each segmented frame in a window (q or Esc ends the run); needs OpenCV with a GUI "
+        "(pip install opencv-python) and a display",
+    )  # fmt: skip
+    parser.add_argument(
         "--min-area", default=str(DEFAULT_MIN_AREA),
         help="drop a class (but background) from a frame where it covers fewer pixels of the models' 640 x 400 "
         f"frame than this, as predict_ensemble.py's --min-area (default {DEFAULT_MIN_AREA}: off)",
@@ -91,9 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="frames with a pupil (or ms) between two runs without one that still make one blink "
         f"(default {DEFAULT_BLINK_GAP})",
     )  # fmt: skip
-    parser.add_argument(
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument(
         "--mm-per-px", type=float, help="millimetres per pixel at the pupil: adds pupil_diameter_mm"
     )
+    scale.add_argument(
+        "--iris-mm", type=float,
+        help="the iris's diameter in mm (about 11.7 in adults): adds pupil_diameter_mm, scaled per frame by the "
+        "fitted iris",
+    )  # fmt: skip
     parser.add_argument(
         "--smooth", action="store_true",
         help="add the pupil centre and diameter smoothed over time (one-euro filter; a video or camera)",
@@ -102,6 +130,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
     )
     return parser.parse_args(argv)
+
+
+def open_preview(title: str) -> Callable[[SegmentResult], bool]:
+    """A window showing each segmented frame; the callable returns False once q or Esc is pressed."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError("--preview needs a display (no DISPLAY or WAYLAND_DISPLAY is set)")
+    try:
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise InputError(
+            "--preview needs OpenCV with a GUI: this one has none (opencv-python-headless); "
+            "pip install opencv-python in its place"
+        ) from None
+
+    def show(result: SegmentResult) -> bool:
+        cv2.imshow(title, draw_segmentation(result))
+        return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+    return show
 
 
 @cli_entry
@@ -123,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         parse_span(args.blink_gap, "--blink-gap"),
         args.mm_per_px,
         args.smooth,
+        args.iris_mm,
     )
     source = open_frames(args.input, exclude=args.out)
     options.check(source)
@@ -131,15 +179,18 @@ def main(argv: list[str] | None = None) -> None:
         if not DEFAULT_WEIGHTS.is_file():
             raise InputError("no model named (--checkpoints or --ensemble) and the default model is missing", DEFAULT_WEIGHTS)
         checkpoints = [str(DEFAULT_WEIGHTS)]
+    preview = open_preview(source.label) if args.preview else None
     segmenter = Segmenter.from_checkpoints(
-        checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size, int(args.min_area)
-    )
+        checkpoints, args.ensemble, args.tta, args.gpu, args.precision, args.batch_size, int(args.min_area),
+        args.workers,
+    )  # fmt: skip
     prepare_output_dir(args.out, args.overwrite)
     print(f"{source.kind} {source.label}: {len(segmenter.members)} models; {segmenter.runtime}")
     overlay = draw_segmentation if args.overlay else None
     summary = run_segmentation(
-        segmenter, source, args.out, args.masks, overlay, args.max_frames, options=options
-    )
+        segmenter, source, args.out, args.masks, overlay, args.max_frames, options=options,
+        drop=False if args.no_drop else None, preview=preview,
+    )  # fmt: skip
     if source.is_stream and summary.frames:
         plot_pupil(read_measurements(args.out / "measurements.csv"), args.out / "pupil.png", title=source.label)
     print(
@@ -147,6 +198,11 @@ def main(argv: list[str] | None = None) -> None:
         f"({summary.engine_frames_per_s:.1f} frames/s in the engine); {len(summary.blinks)} blinks; "
         f"pupil fits refused in {summary.pupil_fits['refused']} -> {args.out}"
     )
+    if summary.dropped:
+        print(
+            f"dropped {summary.dropped} frames the engine had no room for (rows marked dropped); a lighter model, "
+            "--tta none or --no-drop avoid it"
+        )
     if summary.error:
         raise InputError(summary.error)
     if summary.ended == "ctrl-c":

@@ -23,6 +23,8 @@ pixels predict_ensemble.py counts) and taken out of its probabilities at the inp
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,10 +40,20 @@ from evaluation.measure import EyeMeasurements, measure_eye
 from inference.engine import DEFAULT_MIN_AREA, EnsemblePredictor, min_area_per_class, small_classes
 from inference.frames import BadFrame, Frame, FrameSource, open_frames, to_gray8
 from inference.members import Member, build_predictor, ensemble_members, runtime_line
+from inference.pipeline import DroppedFrame, OrderedPipeline
 from inference.runtime import precision_choice, select_device
 from utils.errors import InputError
 
-__all__ = ["Placement", "SegmentResult", "Segmenter", "place_in_model_frame"]
+__all__ = ["DroppedFrame", "Placement", "SegmentResult", "Segmenter", "default_workers", "place_in_model_frame"]
+
+
+def default_workers(device: torch.device) -> int:
+    """Engine calls run side by side (inference/pipeline.py): 2, or 1 on a single core.
+
+    On a CPU each worker gets an equal share of the cores for its operators; on CUDA the second
+    worker's resizing and measuring overlap the first one's GPU work.
+    """
+    return 2 if device.type == "cuda" or torch.get_num_threads() >= 2 else 1
 
 
 @dataclass
@@ -66,18 +78,28 @@ class Segmenter:
         predictor: the engine.
         batch_size: frames per engine call when streaming a folder or video.
         members: the loaded members (for descriptions only).
+        workers: engine calls side by side when streaming (inference/pipeline.py); 0: none, the
+            frames read, segmented and handed back one batch after another in the caller's thread.
     """
 
     def __init__(
-        self, predictor: EnsemblePredictor, batch_size: int = 1, members: list[Member] | None = None
+        self,
+        predictor: EnsemblePredictor,
+        batch_size: int = 1,
+        members: list[Member] | None = None,
+        workers: int = 1,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"the batch size must be >= 1, got {batch_size}")
+        if workers < 0:
+            raise InputError(f"--workers must be >= 0, got {workers}")
         self.predictor = predictor
         self.batch_size = batch_size
         self.members = members or []
+        self.workers = workers
         self.runtime = ""  # one line: precision and memory layout, and why
-        self.engine_seconds = 0.0  # time spent in the engine and the resizing back, for frames/s
+        self.engine_seconds = 0.0  # time spent in engine calls (all workers together), for frames/s
+        self._lock = threading.Lock()
 
     @classmethod
     def from_checkpoints(
@@ -89,25 +111,36 @@ class Segmenter:
         precision: str = "auto",
         batch_size: int | None = None,
         min_area: int = DEFAULT_MIN_AREA,
+        workers: int | None = None,
     ) -> Segmenter:
         """Load the members of `checkpoints` (or of an `ensemble` file) and build the engine.
 
         tta: none, hflip or hflip+scales (default: the ensemble file's, else hflip). gpu: as
         `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 1 on a CPU (on 2 quiet cores batch 4 was no faster: BENCHMARKS.md, segment.py), so a camera frame waits for no other.
         min_area: --min-area, pixels of the models' 640 x 400 frame below which a class other
-        than background is taken out of a frame (0: off).
+        than background is taken out of a frame (0: off). workers: engine calls side by side when
+        streaming (default_workers; 0: none). On a CPU, more than one worker sets this process's
+        torch threads (and so onnxruntime's) to an equal share of the cores each.
         """
         if min_area < 0:
             raise InputError(f"--min-area must be >= 0 pixels, got {min_area}")
+        if workers is not None and workers < 0:
+            raise InputError(f"--workers must be >= 0, got {workers}")
         spec, members = ensemble_members([str(c) for c in checkpoints] if checkpoints else None, ensemble)
         device = select_device(gpu, doing="segmenting")
+        workers = default_workers(device) if workers is None else workers
+        if device.type == "cpu" and workers > 1:  # before the engine: onnxruntime takes torch's count
+            torch.set_num_threads(max(1, torch.get_num_threads() // workers))
         amp_dtype, why = precision_choice(precision, device)
         classes = members[0].config.num_classes
         predictor = build_predictor(
             members, tta or spec.tta or DEFAULT_TTA, device, amp_dtype, min_area_per_class(min_area, classes)
         )
-        segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 1), members)
+        segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 1), members, workers)
         segmenter.runtime = runtime_line(members, device, amp_dtype, why)
+        if workers:
+            threads = f" x {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+            segmenter.runtime += f"; {workers} engine worker(s){threads}"
         return segmenter
 
     @classmethod
@@ -157,30 +190,46 @@ class Segmenter:
             )
         return results
 
+    def pipeline(
+        self, frames: Iterable[Frame | BadFrame], probabilities: bool = False, drop: bool = False
+    ) -> contextlib.AbstractContextManager[OrderedPipeline | _Inline]:
+        """The frames through the engine, `workers` batches at a time, results in order.
+
+            with seg.pipeline(source.frames(), drop=True) as pipe:
+                for item in pipe.results(): ...   # SegmentResult, BadFrame or DroppedFrame
+
+        drop: a live camera: frames that arrive while the engine is behind come back as
+        DroppedFrames instead of waiting (inference/pipeline.py). pipe.stop() reads no more frames;
+        results() then hands back those already read.
+        """
+
+        def work(batch: list[Frame]) -> list[SegmentResult]:
+            return self._timed(batch, probabilities)
+
+        def is_work(item: object) -> bool:
+            return not isinstance(item, BadFrame)
+
+        if self.workers == 0:
+            return _Inline(work, frames, self.batch_size, is_work)
+        return OrderedPipeline(work, frames, self.workers, self.batch_size, drop, is_work)
+
     def stream(
         self, frames: Iterable[Frame | BadFrame], probabilities: bool = False
     ) -> Iterator[SegmentResult | BadFrame]:
-        """Results of a stream of frames, `batch_size` frames per engine call; bad frames pass through."""
-        pending: list[Frame] = []
-        try:
-            for frame in frames:
-                if isinstance(frame, BadFrame):
-                    yield frame
-                    continue
-                pending.append(frame)
-                if len(pending) == self.batch_size:
-                    batch, pending = pending, []
-                    yield from self._timed(batch, probabilities)
-        except KeyboardInterrupt:  # Ctrl-C while reading (a camera): the frames read still count
-            yield from self._timed(pending, probabilities) if pending else ()
-            raise
-        if pending:
-            yield from self._timed(pending, probabilities)
+        """Results of a stream of frames, in order (pipeline); bad frames pass through."""
+        with self.pipeline(frames, probabilities) as pipe:
+            try:
+                yield from pipe.results()
+            except KeyboardInterrupt:  # Ctrl-C: the frames already read still count
+                pipe.stop()
+                yield from pipe.results()
+                raise
 
     def _timed(self, frames: list[Frame], probabilities: bool) -> list[SegmentResult]:
         began = time.perf_counter()
         results = self.segment(frames, probabilities)
-        self.engine_seconds += time.perf_counter() - began
+        with self._lock:
+            self.engine_seconds += time.perf_counter() - began
         return results
 
     def source(self, path: str | Path | int, exclude: Path | None = None) -> FrameSource:
@@ -204,3 +253,35 @@ class Segmenter:
             raise InputError(source.broken, source.label)
 
     folder = video
+
+
+class _Inline(contextlib.AbstractContextManager):
+    """workers 0: OrderedPipeline's interface without threads (one batch after another)."""
+
+    def __init__(self, work, frames, batch_size, is_work) -> None:  # noqa: ANN001 - as OrderedPipeline
+        self.work, self.frames, self.batch_size, self.is_work = work, iter(frames), batch_size, is_work
+        self.dropped, self._stopped, self._pending = 0, False, []
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def results(self) -> Iterator[object]:
+        if not self._stopped:
+            for item in self.frames:
+                if not self.is_work(item):
+                    yield from self.work(self._pending) if self._pending else ()
+                    self._pending = []
+                    yield item
+                    continue
+                self._pending.append(item)
+                if len(self._pending) == self.batch_size:
+                    batch, self._pending = self._pending, []
+                    yield from self.work(batch)
+                if self._stopped:
+                    break
+        if self._pending:
+            batch, self._pending = self._pending, []
+            yield from self.work(batch)

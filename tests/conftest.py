@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -121,3 +121,11 @@ def error_line(
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, captured.err
     return errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """segment.py's workers set the process's torch threads (Segmenter.from_checkpoints): give them back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -812,6 +812,30 @@ def _segment_camera(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     return _segment_line(9, checkpoint, tmp_path, capsys)
 
 
+def _segment_option_line(source: Path, checkpoint: Path, tmp_path: Path, capsys, *options: object) -> str:
+    argv = ["--checkpoints", checkpoint, "--input", source, "--out", tmp_path / "segmented", *options]
+    line = error_line(segment.main, argv, capsys)
+    assert not (tmp_path / "segmented").exists()
+    return line
+
+
+@case("segment.py: bad measurement option")
+def _segment_mm(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    return _segment_option_line(data / "S_0/0.png", checkpoint, tmp_path, capsys, "--mm-per-px", 0)
+
+
+@case("segment.py: frame times asked of images")
+def _segment_times(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    return _segment_option_line(data / "S_0/0.png", checkpoint, tmp_path, capsys, "--smooth")
+
+
+@case("segment.py: --preview without a display")
+def _segment_preview(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return _segment_option_line(data / "S_0/0.png", checkpoint, tmp_path, capsys, "--preview")
+
+
 @case("segment.py: output folder of an earlier run")
 def _segment_again(data, checkpoint, tmp_path, capsys, monkeypatch) -> str:
     argv = [
