@@ -168,13 +168,22 @@ class EyeMeasurements:
         return row
 
 
-def _largest_component(region: np.ndarray) -> np.ndarray | None:
-    """The largest 8-connected component of a boolean mask as uint8 0/1, or None if empty."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-    if count < 2:
+def _largest_component(region: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The largest 8-connected component of a boolean mask, or None if empty: uint8 0/1 inside the
+    region's bounding box grown by 1 px (clipped to the frame), and that box's (x, y) in the frame.
+
+    Labelled inside the box, not the frame: a pupil is a few hundred of a frame's 256,000 pixels,
+    and the 1 px keeps every outline point's 3 x 3 neighbourhood (_fit's occlusion rule) inside.
+    """
+    region = region.astype(np.uint8)
+    x, y, width, height = cv2.boundingRect(region)
+    if width == 0:
         return None
+    x0, y0 = max(x - 1, 0), max(y - 1, 0)
+    crop = region[y0 : y + height + 1, x0 : x + width + 1]
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == biggest).astype(np.uint8)
+    return (labels == biggest).astype(np.uint8), (x0, y0)
 
 
 def fit_region(points: np.ndarray, box: tuple[int, int, int, int]) -> Ellipse | None:
@@ -220,25 +229,32 @@ def _support(ellipse: Ellipse, fitted: np.ndarray, clean: np.ndarray) -> tuple[f
     return visible, float(distance.mean())
 
 
-def _fit(component: np.ndarray, mask: np.ndarray, outside: int) -> Fit:
+def _fit(found: tuple[np.ndarray, tuple[int, int]], mask: np.ndarray, outside: int) -> Fit:
     """Fit an ellipse to the component's outer outline, leaving out occluded outline points.
 
-    `outside` is the class that surrounds the region in an open eye; an outline point with any
-    other class (or the image border) in its 3x3 neighbourhood lies on an occluding edge.
+    found: _largest_component's (component in its box, the box's corner). `outside` is the class
+    that surrounds the region in an open eye; an outline point with any other class (or the image
+    border) in its 3x3 neighbourhood lies on an occluding edge.
     """
+    component, (x0, y0) = found
     contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     outline = max(contours, key=len).reshape(-1, 2)
     if len(outline) < 5:
         return Fit(status="refused")
     height, width = mask.shape
+    around = mask[y0 : y0 + component.shape[0], x0 : x0 + component.shape[1]]
     # Foreign: neither the region itself nor its natural surround; dilate so 8-neighbours count.
-    foreign = ((component == 0) & (mask != outside)).astype(np.uint8)
+    foreign = ((component == 0) & (around != outside)).astype(np.uint8)
     foreign = cv2.dilate(foreign, np.ones((3, 3), np.uint8))
     xs, ys = outline[:, 0], outline[:, 1]
-    occluded = foreign[ys, xs].astype(bool) | (xs == 0) | (ys == 0) | (xs == width - 1) | (ys == height - 1)
+    occluded = foreign[ys, xs].astype(bool)
+    outline = outline + np.array([x0, y0], dtype=outline.dtype)  # into the frame's pixels
+    xs, ys = outline[:, 0], outline[:, 1]
+    occluded |= (xs == 0) | (ys == 0) | (xs == width - 1) | (ys == height - 1)
     clean = outline[~occluded]
     points = clean if len(clean) >= max(5, OCCLUDED_FIT_MIN * len(outline)) else outline
-    ellipse = fit_region(points, cv2.boundingRect(component))
+    bx, by, bw, bh = cv2.boundingRect(component)
+    ellipse = fit_region(points, (bx + x0, by + y0, bw, bh))
     if ellipse is None:
         return Fit(status="refused")
     visible, residual = _support(ellipse, points, clean)
@@ -261,10 +277,16 @@ def measure_eye(mask: np.ndarray, confidence: np.ndarray | None = None) -> EyeMe
     iris_fit = _fit(iris_disk, mask, SCLERA) if iris_disk is not None else Fit()
     mean_confidence = pupil_confidence = None
     if confidence is not None:
-        eye = mask > 0
-        mean_confidence = float(confidence[eye].mean() if eye.any() else confidence.mean())
+        eye = int(counts[1:].sum())
+        mean_confidence = float(
+            np.dot(confidence.ravel(), (mask > 0).ravel()) / eye if eye else confidence.mean()
+        )
     if pupil_fit.ellipse is not None:
-        probability = float(confidence[pupil > 0].mean()) if confidence is not None else 1.0
+        probability = 1.0
+        if confidence is not None:
+            component, (x0, y0) = pupil
+            around = confidence[y0 : y0 + component.shape[0], x0 : x0 + component.shape[1]]
+            probability = float(around[component > 0].mean())
         fit_term = math.exp(-pupil_fit.residual / RESIDUAL_SCALE_PX)
         pupil_confidence = probability**PROBABILITY_POWER * pupil_fit.visible * fit_term
     return EyeMeasurements(
