@@ -10,11 +10,13 @@ JOBS ?= 2
 
 setup: $(STAMP)
 
-# Rebuilt only when requirements.txt changes, so a second `make test` starts at once.
-$(STAMP): requirements.txt
+# One .venv for every target: requirements-dev.txt is requirements.txt (what the code runs on)
+# plus pytest, ruff and what only the tests import. Rebuilt only when either file changes, so a
+# second `make test` or `make demo` starts at once.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -47,9 +49,10 @@ bench: $(STAMP)
 	$(PY) -m bench.avx2 $(PY) -m bench.run_all --quick
 
 # segment.py's frames/s and measurement accuracy on the demo's checkpoints (run make demo first).
+# segment.py's throughput (BENCHMARKS.md, "segment.py"); STUDENT=<student checkpoint> adds its row.
 bench-segment: $(STAMP)
-	$(PY) -m bench.segment
-	$(PY) -m bench.avx2 $(PY) -m bench.segment
+	$(PY) -m bench.segment $(if $(STUDENT),--student $(STUDENT))
+	$(PY) -m bench.avx2 $(PY) -m bench.segment $(if $(STUDENT),--student $(STUDENT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -141,7 +141,7 @@ def open_preview(title: str) -> Callable[[SegmentResult], bool]:
     except cv2.error:
         raise InputError(
             "--preview needs OpenCV with a GUI: this one has none (opencv-python-headless); "
-            "pip install opencv-python in its place"
+            "pip uninstall opencv-python-headless, then pip install opencv-python"
         ) from None
 
     def show(result: SegmentResult) -> bool:
