@@ -48,7 +48,6 @@ bench: $(STAMP)
 	$(PY) -m bench.run_all
 	$(PY) -m bench.avx2 $(PY) -m bench.run_all --quick
 
-# segment.py's frames/s and measurement accuracy on the demo's checkpoints (run make demo first).
 # segment.py's throughput (BENCHMARKS.md, "segment.py"); STUDENT=<student checkpoint> adds its row.
 bench-segment: $(STAMP)
 	$(PY) -m bench.segment $(if $(STUDENT),--student $(STUDENT))

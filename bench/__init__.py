@@ -13,10 +13,6 @@ import platform
 import resource
 from pathlib import Path
 
-import torch
-
-from bench.avx2 import LIMIT_VAR
-
 __all__ = ["machine_info", "isa_limit", "synthetic_data", "peak_rss_mib"]
 
 # How an AMX/AVX-512 machine runs like an ordinary AVX2 CPU (BENCHMARKS.md, "Every CPU";
@@ -26,6 +22,10 @@ ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 def isa_limit() -> str:
     """How this process is limited to AVX2 ("" when it runs natively)."""
+    # Imported here, not at the top: `python -m bench.avx2` imports this package first, and an
+    # eager import would put bench.avx2 in sys.modules before runpy runs it (a RuntimeWarning).
+    from bench.avx2 import LIMIT_VAR
+
     limits = [f"{name}={os.environ[name]}" for name in ISA_LIMIT_VARS if os.environ.get(name)]
     if os.environ.get(LIMIT_VAR) == "cpuid":
         limits.append("+ CPUID without AVX-512/AMX (bench.avx2)")
@@ -34,6 +34,8 @@ def isa_limit() -> str:
 
 def machine_info() -> dict[str, str]:
     """CPU model (from /proc/cpuinfo), cores, torch version, and the bf16/AMX flags that matter here."""
+    import torch  # here, so that `python -m bench.avx2 COMMAND` starts without loading PyTorch
+
     model, flags = platform.processor() or "unknown CPU", set()
     try:
         for line in reversed(Path("/proc/cpuinfo").read_text().splitlines()):  # first core's wins

@@ -155,6 +155,18 @@ def test_avx2_limit_without_cpuid_faulting_keeps_the_pytorch_variables(monkeypat
     assert "onnxruntime will use AVX-512" in capsys.readouterr().err
 
 
+def test_avx2_runs_as_a_module_without_a_warning_or_pytorch() -> None:
+    """`python -m bench.avx2` imports the package bench first: if that imported bench.avx2 (or
+    PyTorch), runpy would warn about a module already in sys.modules and the wrapper start slowly."""
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "bench.avx2", "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and "usage: python -m bench.avx2" in proc.stdout, proc.stderr[-2000:]
+    assert "RuntimeWarning" not in proc.stderr
+    loaded = subprocess.run([sys.executable, "-c", "import sys, bench; print('torch' in sys.modules)"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert loaded.stdout.strip() == "False", loaded.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_student_latency_table_marks_onnxruntime_cells_that_are_not_avx2() -> None:
     """bench.student times the student with both runtimes, natively and under bench.avx2; an

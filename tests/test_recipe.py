@@ -7,9 +7,12 @@ Face cache the tests read is one they write themselves.
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -382,3 +385,81 @@ def test_recipe_checkpoint_predicts_the_class_maps_its_network_computes(tmp_path
         predicted = np.load(tmp_path / "preds" / sequence / f"{number}.npy")
         assert predicted.shape == (400, 640) and predicted.dtype == np.uint8
         assert (predicted != expected).mean() < 1e-3, name
+
+
+# ---------------------------------------------------------------- the requirements tell the truth
+
+# Import name -> distribution, where they differ (names compared normalised: lower case, "-" for "_" and ".").
+IMPORT_TO_DISTRIBUTION = {
+    "cv2": "opencv-python-headless",
+    "yaml": "PyYAML",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "segmentation_models_pytorch": "segmentation-models-pytorch",
+}
+# Pinned in requirements.txt although no module imports them: what an imported package needs at a
+# version that has to match the rest.
+COMPANIONS = {
+    "torchvision": "timm's and smp's dependency; each release is built for one torch release",
+    "tensorboard": "torch.utils.tensorboard (training/run_folder.py) imports it",
+    "onnxscript": "torch.onnx's dynamo exporter (export.py) imports it",
+}
+PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.+!-]*)")
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """distribution -> version of a requirements file's own lines; each must be `name==version` (or `-r file`)."""
+    pins: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-r "):
+            continue
+        match = PIN.fullmatch(line)
+        assert match, f"{path.name}:{number}: {raw!r} is not pinned as name==version"
+        name = _distribution(match[1])
+        assert name not in pins, f"{path.name}:{number}: {match[1]} pinned twice"
+        pins[name] = match[2]
+    return pins
+
+
+def _third_party_imports(files: list[Path], local: set[str]) -> dict[str, set[str]]:
+    """distribution -> the files importing it (ast: lazy imports inside functions count too)."""
+    found: dict[str, set[str]] = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names}:
+                if top not in sys.stdlib_module_names and top not in local:
+                    distribution = _distribution(IMPORT_TO_DISTRIBUTION.get(top, top))
+                    found.setdefault(distribution, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_requirements_pin_every_package_the_code_imports_and_dev_tools_apart() -> None:
+    packages = sorted(path.parent for path in ROOT.glob("*/__init__.py") if path.parent.name != "tests")
+    local = {path.name for path in packages} | {path.stem for path in ROOT.glob("*.py")}
+    sources = [*ROOT.glob("*.py"), *(path for package in packages for path in package.rglob("*.py"))]
+    code = _third_party_imports(sources, local)
+    tests = _third_party_imports(sorted((ROOT / "tests").glob("*.py")), local | {"conftest"})
+    runtime = _pins(ROOT / "requirements.txt")
+    dev_file = ROOT / "requirements-dev.txt"
+    dev = _pins(dev_file)
+
+    unpinned = {name: sorted(files) for name, files in code.items() if name not in runtime}
+    assert not unpinned, f"imported by the code but not pinned in requirements.txt: {unpinned}"
+    assert set(runtime) - set(code) == {_distribution(name) for name in COMPANIONS}, "pinned but not imported"
+    assert "-r requirements.txt" in [line.strip() for line in dev_file.read_text().splitlines()]
+    assert {"pytest", "ruff"} <= set(dev) and not {"pytest", "ruff"} & set(runtime)
+    assert not set(dev) & set(runtime), "requirements-dev.txt repeats a runtime pin"
+    test_only = {name: sorted(files) for name, files in tests.items() if name not in runtime | dev}
+    assert not test_only, f"imported by the tests but pinned in neither requirements file: {test_only}"
+    assert set(dev) - set(tests) == {"ruff"}, "requirements-dev.txt pins what no test imports"
