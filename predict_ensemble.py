@@ -33,15 +33,16 @@ from pathlib import Path
 from config.ensemble import DEFAULT_TTA
 from dataset.openeds import in_data_dir, read_sample_list
 from inference.engine import DEFAULT_MIN_AREA, TTA_MODES, min_area_per_class
-from inference.members import ensemble_members, runtime_line
+from inference.members import ensemble_members
 from inference.predict import (
     PredictJob,
     auto_min_area,
     parse_shard,
     run_prediction,
 )
+from inference.predictor import Predictor
 from inference.pseudo import PseudoSettings
-from inference.runtime import PRECISIONS, precision_choice, prediction_workers, select_device
+from inference.runtime import PRECISIONS, prediction_workers
 from utils.errors import InputError, cli_entry
 
 # The models predicted when neither --ensemble nor --checkpoints is given (the recipe's list).
@@ -134,34 +135,31 @@ def main(argv: list[str] | None = None) -> None:
     shard = parse_shard(args.shard)
     keys = read_sample_list(in_data_dir(args.label_file, args.data_dir))
     spec, members = ensemble_members(args.checkpoints, args.ensemble, DEFAULT_ENSEMBLE)
-    device = select_device(args.gpu, doing="predicting")
     if args.min_area == "auto":
         min_area = auto_min_area(args.data_dir, members)
     else:
         min_area = min_area_per_class(int(args.min_area), members[0].config.num_classes)
     if any(min_area):
         print(f"min area per class (pixels): {list(min_area)}")
-    amp_dtype, why = precision_choice(args.precision, device)
-    print(runtime_line(members, device, amp_dtype, why))
+    predictor = Predictor.build(
+        members, tta=args.tta, spec_tta=spec.tta, gpu=args.gpu, precision=args.precision,
+        batch_size=args.batch_size, min_area=min_area, doing="predicting",
+    )  # fmt: skip
+    print(predictor.runtime)
     job = PredictJob(
         data_dir=args.data_dir,
         keys=keys,
-        tta=args.tta or spec.tta or DEFAULT_TTA,
         save_dir=args.save_dir,
         pseudo=PseudoSettings(args.pseudo_dir, args.threshold, args.min_confident)
         if args.pseudo_dir
         else None,
         submission=args.submission,
         shard=shard,
-        batch_size=args.batch_size or (8 if device.type == "cuda" else 1),
-        workers=prediction_workers(device) if args.workers is None else args.workers,
-        device=device,
-        amp_dtype=amp_dtype,
+        workers=prediction_workers(predictor.device) if args.workers is None else args.workers,
         overwrite=args.overwrite,
-        min_area=min_area if any(min_area) else None,
         probs_dir=args.probs_dir,
     )
-    result = run_prediction(job, members)
+    result = run_prediction(job, predictor)
     if args.save_dir is not None:
         if result.output_list is not None:
             extra = f", submission {result.submission}" if result.submission else ""

@@ -21,13 +21,12 @@ from torch import nn
 
 from config.ensemble import EnsembleSpec, read_ensemble_spec, spec_from_checkpoints
 from config.schema import Config, config_from_dict, load_config
-from inference.engine import TTA_MODES, EnsemblePredictor
-from inference.hardware import channels_last_choice
+from inference.engine import TTA_MODES
 from inference.onnx_model import file_sha256, load_onnx_model, model_json_path
 from models.checkpoint import model_from_checkpoint
 from utils.errors import InputError
 
-__all__ = ["Member", "read_ensemble_file", "load_members", "ensemble_members", "build_predictor", "runtime_line"]
+__all__ = ["Member", "read_ensemble_file", "load_members", "ensemble_members"]
 
 @dataclass
 class Member:
@@ -144,40 +143,3 @@ def ensemble_members(
             raise InputError("give --checkpoints or --ensemble")
         spec = read_ensemble_file(source)
     return spec, load_members(spec, source)
-
-
-def build_predictor(
-    members: list[Member],
-    tta: str,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    min_area: tuple[int, ...] | None = None,
-) -> EnsemblePredictor:
-    """The engine over loaded members, with each member's memory layout chosen for `device`."""
-    for member in members:
-        if channels_last_choice(member.config.channels_last, device).value:
-            member.model.to_channels_last()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # the batches of a run have one shape
-    return EnsemblePredictor(
-        [(member.model, member.weight) for member in members],
-        tta=tta,
-        device=device,
-        amp_dtype=amp_dtype,
-        min_area=min_area,
-    )
-
-
-def runtime_line(members: list[Member], device: torch.device, amp_dtype: torch.dtype | None, why: str) -> str:
-    """What a prediction runs with, in one line: precision (and why), memory layout (and why), and
-    the exported graphs among the members (onnxruntime runs them as they were exported)."""
-    layout = channels_last_choice(members[0].config.channels_last, device)
-    precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
-    line = f"precision: {precision} ({why}); channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
-    graphs = sum(member.checkpoint.suffix.lower() == ".onnx" for member in members)
-    if graphs:
-        line += (
-            f"; onnxruntime: {graphs} exported graph(s) with the precision and views they were exported with, "
-            f"{torch.get_num_threads()} threads (--precision applies to checkpoints only)"
-        )
-    return line

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from dataset.openeds import (
     write_sample_list,
 )
 from inference.engine import check_fused_views
-from inference.members import Member, build_predictor
+from inference.members import Member
+from inference.predictor import Predictor
 from inference.pseudo import (
     JOURNAL_GLOB,
     FrameRecord,
@@ -143,17 +144,12 @@ class PredictJob:
 
     data_dir: Path
     keys: list[str]
-    tta: str
     save_dir: Path | None = None
     pseudo: PseudoSettings | None = None
     submission: Path | None = None
     shard: tuple[int, int] = (0, 1)
-    batch_size: int = 8
-    workers: int = 2
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    amp_dtype: torch.dtype | None = None
+    workers: int = 2  # DataLoader workers decoding the frames
     overwrite: bool = False
-    min_area: tuple[int, ...] | None = None  # per class; see inference.drop_small_classes
     probs_dir: Path | None = None  # a teacher's soft targets (inference/teacher.py)
 
 
@@ -194,19 +190,20 @@ def _probs_folder(path: Path) -> _Folder:
     return _Folder(path, "teacher probabilities", ("S_*/[0-9]*.npz", TEACHER_MANIFEST))
 
 
-def _fingerprint(job: PredictJob, members: list[Member], pseudo: bool, probs: bool = False) -> dict[str, Any]:
+def _fingerprint(job: PredictJob, predictor: Predictor, pseudo: bool, probs: bool = False) -> dict[str, Any]:
+    members = predictor.members
     identity: dict[str, Any] = {
         "members": sorted([member.digest, member.weight] for member in members),
-        "tta": job.tta,
+        "tta": predictor.tta,
         "data_dir": str(job.data_dir.resolve()),
         # fp16/bf16 and another device give (slightly) other masks: never mixed in one folder.
-        "precision": str(job.amp_dtype or torch.float32).removeprefix("torch."),
-        "device": job.device.type,
+        "precision": str(predictor.amp_dtype or torch.float32).removeprefix("torch."),
+        "device": predictor.device.type,
     }
     if pseudo:
         identity |= {"threshold": job.pseudo.threshold, "min_confident": job.pseudo.min_confident}
-    if job.min_area is not None and any(job.min_area) and not probs:  # probabilities are taken before it
-        identity["min_area"] = list(job.min_area)
+    if predictor.min_area is not None and not probs:  # probabilities are taken before it
+        identity["min_area"] = list(predictor.min_area)
     return {"identity": identity, "checkpoints": [member.describe() for member in members]}
 
 
@@ -303,8 +300,11 @@ def _make_dirs(root: Path, keys: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], None] = print) -> RunResult:
-    """Predict this shard's frames that are not done yet, then finish the outputs if all shards are."""
+def run_prediction(job: PredictJob, predictor: Predictor, log: Callable[[str], None] = print) -> RunResult:
+    """Predict this shard's frames that are not done yet, then finish the outputs if all shards are.
+
+    predictor: the engine and its settings (inference/predictor.py), built once by the caller."""
+    members = predictor.members
     if job.save_dir is None and job.pseudo is None and job.probs_dir is None:
         raise InputError("nothing to write: give a save dir, a pseudo-label dir and/or a probabilities dir")
     if job.submission is not None and job.save_dir is None:
@@ -323,11 +323,11 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
             "not a plain images/ + masks/ folder",
             job.data_dir,
         )
-    check_fused_views([member.model for member in members], job.tta)
+    check_fused_views([member.model for member in members], predictor.tta)
 
     folders: list[tuple[_Folder, dict[str, Any]]] = []
     if job.save_dir is not None:
-        folders.append((_prediction_folder(job.save_dir, plain), _fingerprint(job, members, pseudo=False)))
+        folders.append((_prediction_folder(job.save_dir, plain), _fingerprint(job, predictor, pseudo=False)))
     if job.pseudo is not None:
         pseudo_dir = job.pseudo.out_dir
         if pseudo_dir.resolve() == job.data_dir.resolve():
@@ -336,12 +336,12 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
             )
         if job.save_dir is not None and pseudo_dir.resolve() == job.save_dir.resolve():
             raise InputError("the pseudo-label dir must differ from the save dir", pseudo_dir)
-        folders.append((_pseudo_folder(pseudo_dir), _fingerprint(job, members, pseudo=True)))
+        folders.append((_pseudo_folder(pseudo_dir), _fingerprint(job, predictor, pseudo=True)))
     if job.probs_dir is not None:
         others = [path.resolve() for path in (job.data_dir, job.save_dir, job.pseudo and job.pseudo.out_dir) if path]
         if job.probs_dir.resolve() in others:
             raise InputError("the probabilities dir must differ from the data, save and pseudo-label dirs", job.probs_dir)
-        folders.append((_probs_folder(job.probs_dir), _fingerprint(job, members, pseudo=False, probs=True)))
+        folders.append((_probs_folder(job.probs_dir), _fingerprint(job, predictor, pseudo=False, probs=True)))
     for folder, fingerprint in folders:  # all checks first: nothing is written if one fails
         _check_folder(folder, fingerprint, job.overwrite)
     for folder, fingerprint in folders:
@@ -375,27 +375,27 @@ def run_prediction(job: PredictJob, members: list[Member], log: Callable[[str], 
     done = len(shard_keys) - len(pending)
     shard_note = f" (shard {index}/{count})" if count > 1 else ""
     log(
-        f"{len(pending)} frames to predict{shard_note}, {done} already done; {len(members)} models, tta {job.tta}"
+        f"{len(pending)} frames to predict{shard_note}, {done} already done; {len(members)} models, tta {predictor.tta}"
     )
     if pending:
-        _predict_pending(job, members, pending, needs_prediction, needs_pseudo, needs_probs)
-    result = _finish(job, members)
+        _predict_pending(job, predictor, pending, needs_prediction, needs_pseudo, needs_probs)
+    result = _finish(job, predictor)
     result.predicted, result.skipped_done = len(pending), done
     return result
 
 
 def _predict_pending(
     job: PredictJob,
-    members: list[Member],
+    setup: Predictor,
     pending: list[str],
     needs_prediction: Callable[[str], bool],
     needs_pseudo: Callable[[str], bool],
     needs_probs: Callable[[str], bool],
 ) -> None:
-    predictor = build_predictor(members, job.tta, job.device, job.amp_dtype, job.min_area)
+    predictor = setup.engine
     dataset = _FramesOrError(UnlabeledDataset(job.data_dir, pending))
     loader = DataLoader(
-        dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=job.device.type == "cuda"
+        dataset, batch_size=setup.batch_size, num_workers=job.workers, pin_memory=setup.device.type == "cuda"
     )
     # Which outputs each frame needs is decided before the loop: the checks stat files.
     want_pred = {key for key in pending if needs_prediction(key)}
@@ -454,7 +454,8 @@ def _predict_pending(
         raise InputError(f"{len(errors)} frames could not be predicted (the others were saved): {shown}", job.data_dir)
 
 
-def _finish(job: PredictJob, members: list[Member]) -> RunResult:
+def _finish(job: PredictJob, predictor: Predictor) -> RunResult:
+    members = predictor.members
     """Write output.txt / submission / pseudo.json if every frame of the list (all shards) is done."""
     result = RunResult(predicted=0, skipped_done=0)
     if job.save_dir is not None and all(is_complete_mask(job.save_dir / pred_relpath(k)) for k in job.keys):
@@ -474,7 +475,7 @@ def _finish(job: PredictJob, members: list[Member]) -> RunResult:
                 records,
                 trained_on_union([member.trained_on for member in members], labeled),
                 [member.describe() for member in members],
-                job.tta,
+                predictor.tta,
                 job.pseudo,
             )
             write_text_atomic(manifest_path(job.pseudo.out_dir), json.dumps(manifest, indent=1) + "\n")
@@ -485,7 +486,7 @@ def _finish(job: PredictJob, members: list[Member]) -> RunResult:
             labeled = OpenEDSIndex.from_dir(job.data_dir).labeled_keys()
         result.teacher = teacher_manifest(
             job.keys, trained_on_union([member.trained_on for member in members], labeled),
-            [member.describe() for member in members], job.tta, members[0].config.num_classes,
+            [member.describe() for member in members], predictor.tta, members[0].config.num_classes,
         )  # fmt: skip
         write_text_atomic(job.probs_dir / TEACHER_MANIFEST, json.dumps(result.teacher, indent=1) + "\n")
     return result

@@ -7,7 +7,7 @@
         print(result.time_s, result.measurements.pupil)
 
 Models come only through inference/members.py (load_members) and run only through the one
-engine (inference/engine.EnsemblePredictor via members.build_predictor), so whatever the engine
+engine (inference/engine.EnsemblePredictor, built by inference/predictor.Predictor), so whatever the engine
 runs (models of any architecture and input scale, any TTA) this runs too.
 
 Geometry: the models learned 640 x 400 frames. A frame of another size is resized to fit inside
@@ -34,14 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from config.ensemble import DEFAULT_TTA
 from dataset.model_frame import Placement, place_in_model_frame
 from evaluation.measure import EyeMeasurements, measure_eye
 from inference.engine import DEFAULT_MIN_AREA, EnsemblePredictor, min_area_per_class, small_classes
 from inference.frames import BadFrame, Frame, FrameSource, open_frames, to_gray8
-from inference.members import Member, build_predictor, ensemble_members, runtime_line
+from inference.members import Member, ensemble_members
 from inference.pipeline import DroppedFrame, OrderedPipeline
-from inference.runtime import precision_choice, select_device
+from inference.predictor import Predictor
+from inference.runtime import select_device
 from utils.errors import InputError
 
 __all__ = ["DroppedFrame", "Placement", "SegmentResult", "Segmenter", "default_workers", "place_in_model_frame"]
@@ -116,7 +116,8 @@ class Segmenter:
         """Load the members of `checkpoints` (or of an `ensemble` file) and build the engine.
 
         tta: none, hflip or hflip+scales (default: the ensemble file's, else hflip). gpu: as
-        `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 1 on a CPU (on 2 quiet cores batch 4 was no faster: BENCHMARKS.md, segment.py), so a camera frame waits for no other.
+        `--gpu` of every script ('cpu', '0', ...). batch_size: default 8 on CUDA, 1 on a CPU
+        (inference/predictor.default_batch_size).
         min_area: --min-area, pixels of the models' 640 x 400 frame below which a class other
         than background is taken out of a frame (0: off). workers: engine calls side by side when
         streaming (default_workers; 0: none). On a CPU, more than one worker sets this process's
@@ -126,18 +127,17 @@ class Segmenter:
             raise InputError(f"--min-area must be >= 0 pixels, got {min_area}")
         if workers is not None and workers < 0:
             raise InputError(f"--workers must be >= 0, got {workers}")
-        spec, members = ensemble_members([str(c) for c in checkpoints] if checkpoints else None, ensemble)
         device = select_device(gpu, doing="segmenting")
         workers = default_workers(device) if workers is None else workers
-        if device.type == "cpu" and workers > 1:  # before the engine: onnxruntime takes torch's count
+        if device.type == "cpu" and workers > 1:  # before loading: onnxruntime sessions take torch's count
             torch.set_num_threads(max(1, torch.get_num_threads() // workers))
-        amp_dtype, why = precision_choice(precision, device)
-        classes = members[0].config.num_classes
-        predictor = build_predictor(
-            members, tta or spec.tta or DEFAULT_TTA, device, amp_dtype, min_area_per_class(min_area, classes)
-        )
-        segmenter = cls(predictor, batch_size or (8 if device.type == "cuda" else 1), members, workers)
-        segmenter.runtime = runtime_line(members, device, amp_dtype, why)
+        spec, members = ensemble_members([str(c) for c in checkpoints] if checkpoints else None, ensemble)
+        predictor = Predictor.build(
+            members, tta=tta, spec_tta=spec.tta, device=device, precision=precision, batch_size=batch_size,
+            min_area=min_area_per_class(min_area, members[0].config.num_classes),
+        )  # fmt: skip
+        segmenter = cls(predictor.engine, predictor.batch_size, members, workers)
+        segmenter.runtime = predictor.runtime
         if workers:
             threads = f" x {torch.get_num_threads()} threads" if device.type == "cpu" else ""
             segmenter.runtime += f"; {workers} engine worker(s){threads}"

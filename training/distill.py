@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from config.ensemble import DEFAULT_TTA
 from dataset.create_kfolds import UNLABELED_LIST
 from dataset.openeds import IGNORE_INDEX, OpenEDSIndex, UnlabeledDataset, parse_sample_name, read_sample_list
 from inference.members import load_members, read_ensemble_file
 from inference.predict import PredictJob, run_prediction
+from inference.predictor import Predictor
 from inference.pseudo import trained_on_union
 from inference.pseudo_keys import leak_free_keys
 from inference.teacher import probs_relpath, read_probs, read_teacher_manifest
@@ -98,11 +98,8 @@ def cache_teacher(
     keys = leak_free_keys(candidates, trained_on, val_keys)
     if not keys:
         _refuse_leakage(ensemble, len(candidates), trained_on, val_keys)
-    job = PredictJob(
-        data_dir=Path(data_dir), keys=keys, tta=spec.tta or DEFAULT_TTA, probs_dir=Path(out_dir),
-        batch_size=8 if device.type == "cuda" else 1, workers=2, device=device,
-    )  # fmt: skip
-    run_prediction(job, members)
+    job = PredictJob(data_dir=Path(data_dir), keys=keys, probs_dir=Path(out_dir), workers=2)
+    run_prediction(job, Predictor.build(members, spec_tta=spec.tta, device=device, precision="fp32"))
     return Path(out_dir)
 
 
