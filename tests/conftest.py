@@ -3,7 +3,10 @@ themselves, the tiny config, tiny checkpoints, and running the real scripts as a
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -62,6 +65,122 @@ def write_tiny_dataset(root: Path, sequences: int = 4, frames: int = 12, label_e
 def tiny_data(tmp_path: Path) -> Path:
     """A tiny OpenEDS-layout dataset: 4 sequences x 12 frames, 4 labels each."""
     return write_tiny_dataset(tmp_path / "data")
+
+
+# --- what a user sees when something goes wrong: bad input, resumes, shutdown, the error catalogue ---
+
+# One thread, in-process (one_thread) and in the subprocesses: on a small shared machine two OpenMP
+# threads per process spin against any other load (an epoch of the tiny model goes from 0.3 s to
+# 10 s). The crash test compares weights across processes, so they must all use the same thread count.
+THREADS = 1
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """The in-process calls use the same thread count as the subprocesses (restored afterwards).
+
+    A module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folds_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset with two folds by sequence: 8 training labels per fold, batch 4 (once per module)."""
+    from dataset import create_kfolds
+
+    root = write_tiny_dataset(tmp_path_factory.mktemp("folds_data") / "data")
+    create_kfolds.main(["--data-dir", str(root), "--folds", "2"])
+    return root
+
+
+@pytest.fixture
+def data(folds_data: Path, tmp_path: Path) -> Path:
+    """A private copy of the dataset, free to damage."""
+    return Path(shutil.copytree(folds_data, tmp_path / "data"))
+
+
+def train_argv(data: Path, out: Path, *extra: object, epochs: int = 1) -> list[str]:
+    argv = ["--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, "--epochs", epochs]
+    return [str(arg) for arg in [*argv, *extra]]
+
+
+def run_ok(argv: list[str]) -> None:
+    import train
+
+    train.main(argv)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(one_thread: None, folds_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """last.pt of a one-epoch tiny run on fold 0."""
+    out = tmp_path_factory.mktemp("checkpoint")
+    run_ok(train_argv(folds_data, out))
+    return out / "tiny" / "fold_0" / "last.pt"
+
+
+def predict_argv(data: Path, checkpoint: Path, keys: list[str], tmp_path: Path, *extra: object) -> list[str]:
+    from dataset.openeds import label_relpath
+
+    frames = tmp_path / "frames.txt"
+    frames.write_text("".join(f"{label_relpath(key)}\n" for key in keys))
+    argv = ["--data-dir", data, "--label-file", frames, "--checkpoints", checkpoint, "--workers", 0]
+    return [str(arg) for arg in [*argv, *extra]]
+
+
+def pseudo_folder(data: Path, root: Path) -> tuple[Path, list[str]]:
+    """A hand-made pseudo-label folder over fold 0's unlabelled frames of sequences S_2, S_3."""
+    from dataset.openeds import label_relpath
+
+    keys = [f"S_{s}/{n}" for s in (2, 3) for n in (0, 2)]
+    for key in keys:
+        (root / label_relpath(key)).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / label_relpath(key), np.zeros((400, 640), np.uint8))
+    (root / "pseudo.json").write_text(json.dumps({"keys": keys, "trained_on": []}))
+    return root, keys
+
+
+class RunsCode:
+    """Unpickling this calls open(marker, "w"): proof that code ran, if the marker appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.marker), "w")
+
+
+def a_submission(tmp_path: Path, entries: dict[str, str]) -> Path:
+    path = tmp_path / "submission.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def catalogue() -> dict[str, str]:
+    """case -> message template, from the table under '## Catalogue' of docs/errors-and-recovery.md."""
+    text = (ROOT / "docs" / "errors-and-recovery.md").read_text().split("\n## Catalogue\n", 1)[1]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    return {row.split(" | ")[0][2:]: row.split("`")[1] for row in rows}
+
+
+def assert_catalogued(case: str, line: str) -> None:
+    """`line` is the catalogue's message for `case`; `<...>` in the template matches any text."""
+    template = catalogue()[case]
+    pattern = "".join(
+        ".+?" if part.startswith("<") else re.escape(part) for part in re.split(r"(<[^>]+>)", template)
+    )
+    assert re.fullmatch(pattern, line), f"\n{line}\ndoes not match the catalogue's\n{template}"
 
 
 def tiny_checkpoint(path: Path, overrides: list[str], seed: int, trained_on: list[str]) -> Path:

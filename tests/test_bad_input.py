@@ -1,10 +1,15 @@
-"""Reliability, through the real commands: bad input is one line and exit 2 with nothing half-written,
-a killed run resumes to the same weights, a diverging run keeps its last good checkpoint, and a
-checkpoint never runs pickled code (docs/errors-and-recovery.md says the same for users).
+"""Bad input, through the real commands: one line naming what is wrong, exit 2, and nothing
+half-written (train.py, predict_ensemble.py, validate.py, create_kfolds); a checkpoint never runs
+pickled code; and a run killed (SIGKILL) at any moment leaves only whole files and resumes to the
+weights, or the predictions, of the uninterrupted run.
 
-Most bad-input cases call each script's main([...]) in this process (the same cli_entry path as
-the command line, without paying torch's import per case); the DataLoader-worker case, the
-pickled-object checkpoint and every kill run the scripts as real subprocesses.
+The checkpoint and kill tests live here, not in files of their own, for the reference run they
+share with the bad-input cases: an uninterrupted train.py subprocess that takes about 9 s, built
+once for the whole file.
+
+Most cases call each script's main([...]) in this process (the same cli_entry path as the command
+line, without paying torch's import per case); the DataLoader-worker case, the pickled-object
+checkpoint and every kill run the scripts as real subprocesses.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import conftest
@@ -27,7 +32,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, assert_one_line_error, error_line, write_tiny_dataset
+from conftest import ROOT, SUBPROCESS_ENV, THREADS, TINY, assert_one_line_error, error_line, train_argv
 
 import predict_ensemble
 import train
@@ -38,27 +43,19 @@ from dataset.openeds import image_relpath, label_relpath, pred_relpath, read_lab
 from inference.predict import MASK_FILE_BYTES
 from models.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.slow  # every test here runs a real script (in-process or as a subprocess)
-TINY = ROOT / "configs" / "tiny.yaml"
+# Every test here runs a real script (in-process or as a subprocess), with one torch thread.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 EPOCHS = 4
 FPN = ["network=fpn", "network_params={decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}"]
-# One thread, here and in the subprocesses: on a small shared machine two OpenMP threads per
-# process spin against any other load (an epoch of the tiny model goes from 0.3 s to 10 s). The
-# crash test compares weights across processes, so they must all use the same thread count.
-THREADS = 1
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONWARNINGS": "ignore"}
 
 
 # --- shared data, a reference run, helpers ------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The in-process calls use the same thread count as the subprocesses (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module")
+def data(folds_data: Path) -> Path:
+    """The dataset itself, not a private copy: the tests here damage only copies of it (spoil)."""
+    return folds_data
 
 
 def run_script(*args: object, check: bool = True) -> subprocess.CompletedProcess:
@@ -67,23 +64,10 @@ def run_script(*args: object, check: bool = True) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny dataset with two folds by sequence: 8 training labels per fold, batch 4."""
-    root = write_tiny_dataset(tmp_path_factory.mktemp("reliability") / "data")
-    create_kfolds.main(["--data-dir", str(root), "--folds", "2"])
-    return root
-
-
-def train_argv(data: Path, out: Path, *extra: object) -> list[str]:
-    argv = ["--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, "--epochs", EPOCHS]
-    return [str(arg) for arg in [*argv, *extra]]
-
-
-@pytest.fixture(scope="module")
 def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of an uninterrupted EPOCHS-epoch run (a real subprocess, like the kills)."""
     out = tmp_path_factory.mktemp("reference")
-    run_script("train.py", *train_argv(data, out))
+    run_script("train.py", *train_argv(data, out, epochs=EPOCHS))
     return out / "tiny" / "fold_0"
 
 
@@ -131,12 +115,15 @@ def config_file(tmp_path: Path, problem: str) -> tuple[Path, str]:
 
 # --- 1. bad input: one line, exit 2, nothing half-written -----------------------------------------
 
+
 DAMAGED_DURING_TRAINING = [
     "corrupt PNG",
     "truncated .npy label",
     "image of the wrong size",
     "label values outside 0..3",
 ]
+
+
 TRAIN_CASES = [
     "data dir missing",
     "image missing for a label",
@@ -340,7 +327,46 @@ def test_create_kfolds_bad_input(
     assert not out.exists()
 
 
-# --- 2. crash safety: SIGKILL at random moments, resume ----------------------------------------------
+# --- 2. checkpoints load without running code --------------------------------------------------------
+
+
+def test_every_checkpoint_train_writes_loads_with_weights_only(reference: Path) -> None:
+    written = sorted(reference.glob("*.pt"))
+    assert [path.name for path in written] == ["best.pt", "last.pt"]
+    for path in written:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        assert {"model", "optimizer", "scheduler", "epoch", "best_miou", "config", "rng"} <= set(payload)
+
+
+class _OpensAFile:
+    """Unpickling this calls open(marker, "w"): proof that code ran, if the marker appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.marker), "w")
+
+
+def test_a_checkpoint_with_a_pickled_object_is_refused(data: Path, reference: Path, tmp_path: Path) -> None:
+    payload = load_checkpoint(reference / "last.pt")
+    marker = tmp_path / "code_ran"
+    payload["note"] = _OpensAFile(marker)
+    torch.save(payload, tmp_path / "gift.pt")
+    labels = tmp_path / "frames.txt"
+    labels.write_text("S_0/label_1.npy\n")
+    save = tmp_path / "preds"
+
+    proc = run_script(
+        "predict_ensemble.py", "--data-dir", data, "--label-file", labels, "--save-dir", save,
+        "--checkpoints", tmp_path / "gift.pt", "--workers", 0, check=False,
+    )  # fmt: skip
+
+    assert_one_line_error(proc, str(tmp_path / "gift.pt"), "io.open")
+    assert not marker.exists() and not save.exists()
+
+
+# --- 3. crash safety: SIGKILL at random moments, resume ----------------------------------------------
 
 
 def start(script: str, argv: list[object], log: Path) -> subprocess.Popen:
@@ -400,7 +426,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
     rng = random.Random(8)
     out = tmp_path / "runs"
     run = out / "tiny" / "fold_0"
-    argv = train_argv(data, out, "--resume", "auto")
+    argv = train_argv(data, out, "--resume", "auto", epochs=EPOCHS)
     # "epoch k/" lines are printed once epoch k's checkpoints are saved.
     triggers: list[Callable[[Path], Callable[[], bool]]] = [
         lambda log: after_line(log, "epoch 1/", rng.uniform(0.0, 0.3)),  # in epoch 2
@@ -465,73 +491,3 @@ def test_killed_prediction_rerun_keeps_whole_files_and_finishes(
             np.load(save / pred_relpath(key)), np.load(expected / pred_relpath(key))
         )
     assert (save / "output.txt").read_text() == (expected / "output.txt").read_text()
-
-
-# --- 3. divergence ------------------------------------------------------------------------------------
-
-
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A step schedule that jumps to lr 1e30 after a good epoch 1: epoch 2's second batch is NaN."""
-    schedule = [
-        "--set",
-        "optimizer.schedule.type=step",
-        "--set",
-        "optimizer.schedule.params.steps=[[0, 0.003], [1, 1.0e30]]",
-    ]
-    out = tmp_path / "runs"
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(train_argv(data, out, "--epochs", 3, *schedule))
-    assert exit_info.value.code not in (0, None)
-    last = out / "tiny" / "fold_0" / "last.pt"
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
-    assert re.fullmatch(
-        rf"error: training diverged: loss is (nan|inf) at epoch 2, .*; {last} \(epoch 1\) is kept", errors[0]
-    )
-    payload = load_checkpoint(last)
-    assert payload["epoch"] == 1
-    assert all(
-        torch.isfinite(tensor).all() for tensor in payload["model"].values() if tensor.is_floating_point()
-    )
-    assert (last.parent / "history.csv").read_text().count("\n") == 2  # header + epoch 1
-
-
-# --- 4. checkpoints load without running code --------------------------------------------------------
-
-
-def test_every_checkpoint_train_writes_loads_with_weights_only(reference: Path) -> None:
-    written = sorted(reference.glob("*.pt"))
-    assert [path.name for path in written] == ["best.pt", "last.pt"]
-    for path in written:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        assert {"model", "optimizer", "scheduler", "epoch", "best_miou", "config", "rng"} <= set(payload)
-
-
-class _OpensAFile:
-    """Unpickling this calls open(marker, "w"): proof that code ran, if the marker appears."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return open, (str(self.marker), "w")
-
-
-def test_a_checkpoint_with_a_pickled_object_is_refused(data: Path, reference: Path, tmp_path: Path) -> None:
-    payload = load_checkpoint(reference / "last.pt")
-    marker = tmp_path / "code_ran"
-    payload["note"] = _OpensAFile(marker)
-    torch.save(payload, tmp_path / "gift.pt")
-    labels = tmp_path / "frames.txt"
-    labels.write_text("S_0/label_1.npy\n")
-    save = tmp_path / "preds"
-
-    proc = run_script(
-        "predict_ensemble.py", "--data-dir", data, "--label-file", labels, "--save-dir", save,
-        "--checkpoints", tmp_path / "gift.pt", "--workers", 0, check=False,
-    )  # fmt: skip
-
-    assert_one_line_error(proc, str(tmp_path / "gift.pt"), "io.open")
-    assert not marker.exists() and not save.exists()
