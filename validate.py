@@ -19,7 +19,6 @@ from pathlib import Path
 from dataset.openeds import in_data_dir
 from evaluation.report import (
     GroundTruth,
-    check_writable_dir,
     format_report,
     ground_truth_from_fold,
     ground_truth_from_list,
@@ -29,6 +28,7 @@ from evaluation.report import (
     write_json,
 )
 from utils.errors import InputError, cli_entry
+from utils.folders import check_writable_dir
 from viz.overlays import write_worst_overlays
 
 DEFAULT_WORST = 16

@@ -11,7 +11,6 @@ from ``evaluation.metrics.SegmentationMeter``; nothing here computes an IoU of i
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from collections import Counter
 from collections.abc import Callable
@@ -48,7 +47,6 @@ __all__ = [
     "score_predictions",
     "rank_frames",
     "format_report",
-    "check_writable_dir",
     "write_bytes_atomic",
     "write_json",
 ]
@@ -278,19 +276,6 @@ def format_report(
         if rest:
             lines.append(f"  ... {len(rest)} more, from {rest[0][1]:.4f} to {rest[-1][1]:.4f}")
     return "\n".join(lines)
-
-
-def check_writable_dir(path: Path) -> None:
-    """InputError unless ``path`` is, or could be created as, a writable folder; creates nothing.
-
-    Lets a command with several outputs fail before writing the first, not after.
-    """
-    path = Path(path)
-    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
-    if not existing.is_dir():
-        raise InputError(f"cannot write here: {existing} is not a folder", path)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError("cannot write here: folder not writable", existing)
 
 
 def write_json(path: Path, metrics: dict[str, Any]) -> None:

@@ -17,16 +17,18 @@ sleep instead of spinning between operators.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from inference.engine import FUSABLE_TTA
 from models.export import INPUT_NAME, OUTPUT_NAME
 from utils.errors import InputError
+from utils.sidecar import read_sidecar
 
 __all__ = [
     "MODEL_JSON_FORMAT",
@@ -38,7 +40,6 @@ __all__ = [
 ]
 
 MODEL_JSON_FORMAT = "openeds-seg-onnx/1"
-_REQUIRED = ("format", "sha256", "num_classes", "tta", "input", "output", "sources")
 
 
 def model_json_path(onnx_path: Path | str) -> Path:
@@ -102,6 +103,19 @@ class OnnxModel(nn.Module):
         return self
 
 
+class ModelInfo(BaseModel):
+    """model.json, as export.py writes it (inference/export.py); the keys read back are checked."""
+
+    model_config = ConfigDict(extra="allow")
+    format: Literal[MODEL_JSON_FORMAT]  # type: ignore[valid-type]
+    sha256: str
+    num_classes: int = Field(ge=2)
+    tta: Literal[FUSABLE_TTA]  # type: ignore[valid-type] - the views a graph can fuse
+    input: dict[str, Any]
+    output: dict[str, Any]
+    sources: list[Any]
+
+
 def _read_info(onnx_path: Path) -> dict[str, Any]:
     json_path = model_json_path(onnx_path)
     if not json_path.is_file():
@@ -109,18 +123,7 @@ def _read_info(onnx_path: Path) -> dict[str, Any]:
             f"{json_path.name} not found beside it (export.py writes the two together; keep them together)",
             onnx_path,
         )
-    try:
-        info = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable model.json ({type(exc).__name__})", json_path) from None
-    if not isinstance(info, dict) or info.get("format") != MODEL_JSON_FORMAT:
-        raise InputError(f"not a model.json of export.py (format is not {MODEL_JSON_FORMAT!r})", json_path)
-    missing = [key for key in _REQUIRED if key not in info]
-    if missing:
-        raise InputError(f"model.json lacks {', '.join(missing)}", json_path)
-    if info["tta"] not in ("none", "hflip"):
-        raise InputError(f"model.json: tta must be none or hflip, got {info['tta']!r}", json_path)
-    return info
+    return read_sidecar(json_path, ModelInfo, "model.json of export.py").model_dump()
 
 
 def load_onnx_model(path: Path | str) -> OnnxModel:

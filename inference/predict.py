@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -61,6 +61,8 @@ from inference.pseudo_keys import PSEUDO_MANIFEST
 from inference.teacher import TEACHER_MANIFEST, probs_relpath, quantize_probs, save_probs, teacher_manifest
 from utils.atomic import atomic_path, remove_stale_temp_files, write_text_atomic
 from utils.errors import InputError
+from utils.folders import make_output_dir
+from utils.sidecar import read_sidecar
 from utils.submission import write_submission
 
 __all__ = [
@@ -207,6 +209,13 @@ def _fingerprint(job: PredictJob, predictor: Predictor, pseudo: bool, probs: boo
     return {"identity": identity, "checkpoints": [member.describe() for member in members]}
 
 
+class PredictState(BaseModel):
+    """.predict_state.json: the fingerprint of the ensemble that made a folder's files (_fingerprint)."""
+
+    model_config = ConfigDict(extra="allow")
+    identity: dict[str, Any]
+
+
 def _check_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool) -> None:
     """Refuse (before anything is written) to continue into a folder made by another ensemble."""
     path = folder.path
@@ -217,8 +226,8 @@ def _check_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool)
     state_path = path / STATE_FILE
     if state_path.is_file():
         try:
-            previous = json.loads(state_path.read_text())["identity"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            previous = read_sidecar(state_path, PredictState, STATE_FILE).identity
+        except InputError:
             raise InputError(f"unreadable {STATE_FILE}: pass --overwrite to start afresh", path) from None
         if previous != fingerprint["identity"]:
             differing = ", ".join(
@@ -243,12 +252,7 @@ def _claim_folder(folder: _Folder, fingerprint: dict[str, Any], overwrite: bool)
     Clearing comes before the new fingerprint, so a run killed while clearing still refuses to
     continue without --overwrite.
     """
-    try:
-        folder.path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror})", folder.path) from None
-    if not os.access(folder.path, os.W_OK | os.X_OK):
-        raise InputError("output folder is not writable", folder.path)
+    make_output_dir(folder.path)
     if overwrite:
         for pattern in folder.patterns:
             for stale in folder.path.glob(pattern):

@@ -13,42 +13,43 @@ records the frames kept and the union of label keys its models were trained on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from dataset.openeds import parse_sample_name
 from utils.errors import InputError
+from utils.sidecar import read_sidecar
 
-__all__ = ["read_pseudo_manifest", "check_key_lists", "allowed_pseudo_keys", "leak_free_keys", "PSEUDO_MANIFEST"]
+__all__ = ["KeyManifest", "read_pseudo_manifest", "allowed_pseudo_keys", "leak_free_keys", "PSEUDO_MANIFEST"]
 
 PSEUDO_MANIFEST = "pseudo.json"
+
+
+class KeyManifest(BaseModel):
+    """What pseudo.json and teacher.json share: the frames (`keys`) and what made them `trained_on`."""
+
+    model_config = ConfigDict(extra="allow")
+    keys: list[Any]
+    trained_on: list[Any]
+
+    @field_validator("keys", "trained_on")
+    @classmethod
+    def _frame_keys(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        for key in value:
+            try:
+                parse_sample_name(key)
+            except (ValueError, AttributeError, TypeError):
+                raise ValueError(f"'{info.field_name}' holds {key!r}, not a frame key like 'S_0/3'") from None
+        return value
 
 
 def read_pseudo_manifest(pseudo_dir: Path) -> dict:
     path = Path(pseudo_dir) / PSEUDO_MANIFEST
     if not path.is_file():
         raise InputError(f"not a pseudo-label folder: no {PSEUDO_MANIFEST} (make one with predict_ensemble.py --pseudo-dir)", pseudo_dir)
-    try:
-        manifest = json.loads(path.read_text())
-        manifest["keys"], manifest["trained_on"]  # noqa: B018 - presence check
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"malformed pseudo-label manifest ({type(exc).__name__}: {exc})", path) from None
-    check_key_lists(manifest, "pseudo-label manifest", path)
-    return manifest
-
-
-def check_key_lists(manifest: dict, what: str, path: Path) -> None:
-    """`keys` and `trained_on` of a manifest (pseudo-labels, a teacher) must be lists of frame keys."""
-    for field in ("keys", "trained_on"):
-        if not isinstance(manifest[field], list):
-            raise InputError(f"malformed {what}: '{field}' must be a list of frame keys", path)
-        for key in manifest[field]:
-            try:
-                parse_sample_name(key)
-            except (ValueError, AttributeError, TypeError):
-                raise InputError(
-                    f"malformed {what}: '{field}' holds {key!r}, not a frame key like 'S_0/3'", path
-                ) from None
+    return read_sidecar(path, KeyManifest, "pseudo-label manifest").model_dump()
 
 
 def leak_free_keys(keys: list[str], trained_on: list[str], val_keys: list[str]) -> list[str]:

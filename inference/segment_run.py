@@ -58,6 +58,7 @@ from inference.predict import save_npy_atomic
 from inference.segmenter import Segmenter, SegmentResult
 from utils.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from utils.errors import InputError
+from utils.folders import make_output_dir
 
 __all__ = [
     "MASK_FORMATS",
@@ -152,7 +153,7 @@ class RunSummary:
 def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
     """Create the folder; refuse one that holds another run's outputs unless `overwrite`, which clears them."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("output folder is a file", out_dir)
+        raise InputError("output folder is a file", out_dir)  # before looking inside it
     present = [name for name in OUTPUT_NAMES if (out_dir / name).exists()]
     if present and not overwrite:
         raise InputError(
@@ -163,10 +164,7 @@ def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
     for name in present:
         target = out_dir / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
+    make_output_dir(out_dir)
 
 
 def _encode_png(image: np.ndarray, path: Path) -> bytes:

@@ -17,17 +17,18 @@ compression (np.savez_compressed: the probabilities are 0 or 255 almost everywhe
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from dataset.openeds import IMAGE_HEIGHT, IMAGE_WIDTH, parse_sample_name
-from inference.pseudo_keys import check_key_lists
+from inference.pseudo_keys import KeyManifest
 from utils.atomic import atomic_path
 from utils.errors import InputError
+from utils.sidecar import read_sidecar
 
 __all__ = [
     "TEACHER_MANIFEST",
@@ -89,6 +90,12 @@ def teacher_manifest(
     }
 
 
+class TeacherManifest(KeyManifest):
+    """teacher.json: the frames cached, what the teacher trained on, and its number of classes."""
+
+    num_classes: int = Field(ge=2)
+
+
 def read_teacher_manifest(teacher_dir: Path) -> dict:
     """Read and check `teacher.json`: frame keys, trained_on, num_classes."""
     path = Path(teacher_dir) / TEACHER_MANIFEST
@@ -97,15 +104,4 @@ def read_teacher_manifest(teacher_dir: Path) -> dict:
             f"not a teacher folder: no {TEACHER_MANIFEST} (make one with predict_ensemble.py --probs-dir)",
             teacher_dir,
         )
-    try:
-        manifest = json.loads(path.read_text())
-        manifest["keys"], manifest["trained_on"]  # noqa: B018 - presence check
-        classes = manifest["num_classes"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"malformed teacher manifest ({type(exc).__name__}: {exc})", path) from None
-    if not isinstance(classes, int) or classes < 2:
-        raise InputError(
-            f"malformed teacher manifest: 'num_classes' must be an integer >= 2, got {classes!r}", path
-        )
-    check_key_lists(manifest, "teacher manifest", path)
-    return manifest
+    return read_sidecar(path, TeacherManifest, "teacher manifest").model_dump()

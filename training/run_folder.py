@@ -3,7 +3,6 @@ finished epoch leaves in it (history.csv, best.pt / last.pt, progress.png, Tenso
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from dataset.openeds import CLASS_NAMES
 from models.checkpoint import save_checkpoint
 from training.progress import History, plot_progress
 from utils.atomic import remove_stale_temp_files
-from utils.errors import InputError
+from utils.folders import make_output_dir
 
 __all__ = ["create_run_folder", "metrics_row", "EpochRecorder"]
 
@@ -23,12 +22,7 @@ def create_run_folder(run_dir: Path, config: Config, comments: list[str]) -> Non
     Called after every input (data, folds, resume checkpoint) has been checked: a bad input
     leaves no empty run folder behind.
     """
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the run folder ({exc.strerror})", run_dir) from None
-    if not os.access(run_dir, os.W_OK):
-        raise InputError("run folder is not writable", run_dir)
+    make_output_dir(run_dir, "run folder")
     save_config(config, run_dir / "config.yaml", comments=comments)
     remove_stale_temp_files(run_dir)
 
