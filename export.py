@@ -20,6 +20,7 @@ from pathlib import Path
 
 from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
 from dataset.openeds import frame_reader, in_data_dir, read_sample_list
+from inference.engine import FUSABLE_TTA
 from inference.export import ExportSettings, export_members
 from inference.members import load_members, read_ensemble_file
 from utils.errors import InputError, cli_entry
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="the .onnx to write (model.json beside it)")
     parser.add_argument(
         "--tta",
-        choices=["none", "hflip"],
+        choices=FUSABLE_TTA,
         help=f"views averaged inside the graph (default: the ensemble file's, else {DEFAULT_TTA})",
     )
     parser.add_argument("--int8", action="store_true", help="static int8 quantization (onnxruntime, QDQ)")

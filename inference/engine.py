@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from config.ensemble import DEFAULT_TTA
 from inference.runtime import autocast_context
 from utils.errors import InputError
 
@@ -51,11 +52,16 @@ class View:
     scale: float = 1.0
 
 
+# The TTA modes, by name: the only place their names are defined (DEFAULT_TTA, config/ensemble.py,
+# names the default). An exported graph can average FUSABLE_TTA's views inside (export.py); the
+# scales need the checkpoints.
 TTA_MODES: dict[str, tuple[View, ...]] = {
     "none": (View(),),
     "hflip": (View(), View(hflip=True)),
     "hflip+scales": tuple(View(flip, s) for s in (1.0, 0.75, 1.25) for flip in (False, True)),
 }
+NO_TTA = "none"
+FUSABLE_TTA = ("none", "hflip")
 
 
 def tta_views(mode: str) -> tuple[View, ...]:
@@ -67,14 +73,14 @@ def tta_views(mode: str) -> tuple[View, ...]:
 def check_fused_views(models: Iterable[nn.Module], tta: str) -> None:
     """Refuse a model that averages views inside (`fused_tta`) other than the run's: none twice."""
     for model in models:
-        fused = getattr(model, "fused_tta", "none")
+        fused = getattr(model, "fused_tta", NO_TTA)
         if hasattr(model, "fused_tta") and any(view.scale != 1.0 for view in tta_views(tta)):
             raise InputError(
                 f"an exported graph runs at the scale it was exported with: tta {tta} needs the checkpoints",
                 getattr(model, "path", None),
             )
-        if fused not in ("none", tta):
-            again = tta if tta in ("none", "hflip") else "none"
+        if fused not in (NO_TTA, tta):
+            again = tta if tta in FUSABLE_TTA else NO_TTA
             raise InputError(
                 f"this graph already averages the {fused} views, and the run asks for tta {tta}: "
                 f"run it with --tta {fused}, or export it again with --tta {again}",
@@ -97,7 +103,7 @@ class EnsemblePredictor:
     def __init__(
         self,
         members: Sequence[tuple[nn.Module, float]],
-        tta: str = "hflip",
+        tta: str = DEFAULT_TTA,
         device: torch.device | str = "cpu",
         amp_dtype: torch.dtype | None = None,
         min_area: Sequence[int] | None = None,
@@ -117,7 +123,7 @@ class EnsemblePredictor:
 
     def _model_logits(self, model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         """Sum of the logits of all views for one model; same-scale views share one forward pass."""
-        if getattr(model, "fused_tta", "none") != "none":  # the graph returns the mean over self.views
+        if getattr(model, "fused_tta", NO_TTA) != NO_TTA:  # the graph returns the mean over self.views
             return model(frames).float() * len(self.views)
         total = None
         base_scale = getattr(model, "scale", 1.0)

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from config.ensemble import DEFAULT_TTA
 from dataset.openeds import read_image
 from dataset.synthetic.render import EyeSequence
-from inference.engine import EnsemblePredictor
+from inference.engine import FUSABLE_TTA, EnsemblePredictor
 from inference.members import Member
 from inference.onnx_model import MODEL_JSON_FORMAT, OnnxModel, file_sha256, model_json_path, onnx_session
 from models.export import INPUT_NAME, OPSET, OUTPUT_NAME, FusedEnsemble, export_onnx, quantize_int8
@@ -39,7 +40,7 @@ HEIGHT, WIDTH = 400, 640
 @dataclass
 class ExportSettings:
     out: Path
-    tta: str = "hflip"
+    tta: str = DEFAULT_TTA
     int8: bool = False
     calibration: list[Path] | None = None  # frames for int8 scales; None: synthetic frames
     check_frames: int = 8
@@ -88,8 +89,8 @@ def export_members(members: list[Member], settings: ExportSettings) -> dict[str,
             "export takes checkpoints (.pt), not exported graphs",
             next(m.checkpoint for m in members if isinstance(m.model, OnnxModel)),
         )
-    if settings.tta not in ("none", "hflip"):
-        raise InputError(f"--tta must be none or hflip for an export, got {settings.tta!r}")
+    if settings.tta not in FUSABLE_TTA:
+        raise InputError(f"--tta must be {' or '.join(FUSABLE_TTA)} for an export, got {settings.tta!r}")
     models = [(member.model.cpu().eval(), member.weight) for member in members]
     fused = FusedEnsemble(models, hflip=settings.tta == "hflip")
     frames = synthetic_frames(settings.check_frames, seed=0)

@@ -60,6 +60,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from config.ensemble import DEFAULT_TTA
 from config.schema import Config, load_config
 from dataset.openeds import CLASS_NAMES, IGNORE_INDEX
 from dataset.synthetic.stream import RenderedFrames
@@ -112,7 +113,7 @@ class AdaptSettings:
     max_frames: int = 300
     lr: float = 1e-4
     seed: int = 0
-    tta: str = "hflip"
+    tta: str = DEFAULT_TTA
     # The defaults below were chosen by measurement (BENCHMARKS.md "Real eyes: your own camera").
     bn_blend: float = 0.5  # the new camera's share of the BatchNorm statistics (1: replace them)
     class_keep: float = 0.7  # each class keeps at least this share of its pixels as labels (0: off)

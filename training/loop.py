@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from config.ensemble import DEFAULT_TTA
 from config.schema import Distill
 from dataset.openeds import IGNORE_INDEX
 from evaluation.metrics import SegmentationMeter
@@ -150,7 +151,7 @@ def evaluate(
     loader: Iterable[dict[str, torch.Tensor]],
     device: torch.device,
     *,
-    tta: str = "hflip",
+    tta: str = DEFAULT_TTA,
     amp_dtype: torch.dtype | None = None,
     num_classes: int = 4,
 ) -> dict[str, object]:
