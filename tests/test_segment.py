@@ -642,9 +642,9 @@ def test_the_readme_api_lines_run(
     video = tmp_path / "eye.mp4"
     write_eye_video(video, frames=3, fps=10, size=(320, 200))
     code = code.replace(
-        '"runs/cpu_fast/fold_0/best.pt", "runs/cpu_fast/fold_1/best.pt"', repr(str(checkpoint))
+        '"demo/runs/cpu_fast/fold_0/best.pt", "demo/runs/cpu_fast/fold_1/best.pt"', repr(str(checkpoint))
     )
-    code = code.replace('"eye.mp4"', repr(str(video)))
+    code = code.replace('"demo/eye.mp4"', repr(str(video)))
     exec(code, {"image": blinking_sequence(1).render(0)[0]})  # noqa: S102 - the README's own lines
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 4 and printed[1].startswith("0.0 ")
