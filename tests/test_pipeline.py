@@ -233,3 +233,15 @@ def test_iris_mm_scales_the_pupil_by_the_fitted_iris(tmp_path: Path) -> None:
         assert float(row["pupil_diameter_mm_smooth"]) == pytest.approx(
             float(row["pupil_major_smooth"]) * scale, abs=2e-3
         )
+
+
+def test_top_class_is_softmax_max_with_argmax_ties() -> None:
+    from inference.segmenter import top_class
+
+    logits = torch.randn(4, 40, 64)
+    logits[:, :5] = 0.0  # all classes tied: argmax takes class 0
+    logits[2:, 5:10] = 3.0  # classes 2 and 3 tied on top: class 2
+    confidence, labels = top_class(logits.numpy())
+    expected_confidence, expected_labels = logits.softmax(0).max(0)
+    assert np.array_equal(labels, expected_labels.numpy().astype(np.uint8))
+    assert np.allclose(confidence, expected_confidence.numpy(), atol=1e-6)
