@@ -21,15 +21,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inference.runtime import select_device
+from runtime.device import select_device
 from training.adapt import MATCHES, AdaptSettings, check_out_dir, load_init, read_frames, run_adaptation
+from utils.cli import HelpFormatter
 from utils.errors import cli_entry
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = AdaptSettings()
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--init",

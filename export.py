@@ -23,12 +23,13 @@ from dataset.openeds import frame_reader, in_data_dir, read_sample_list
 from inference.engine import FUSABLE_TTA
 from inference.export import ExportSettings, export_members
 from inference.members import load_members, read_ensemble_file
+from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=HelpFormatter
     )
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument("--checkpoint", type=Path, help="one checkpoint (.pt, its config embedded)")

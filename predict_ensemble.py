@@ -42,7 +42,8 @@ from inference.predict import (
 )
 from inference.predictor import Predictor
 from inference.pseudo import PseudoSettings
-from inference.runtime import PRECISIONS, prediction_workers
+from runtime.device import PRECISIONS, prediction_workers
+from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
 
 # The models predicted when neither --ensemble nor --checkpoints is given (the recipe's list).
@@ -51,7 +52,7 @@ DEFAULT_ENSEMBLE = Path(__file__).resolve().parent / "configs" / "ensemble.yaml"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder"
@@ -63,7 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="frames to predict (S_0/label_3.npy or masks/<name>.png lines); a relative path not found as given "
         "is read from --data-dir",
     )
-    parser.add_argument("--save-dir", type=Path, help="predictions: S_k/<n>.npy (or <name>.npy) and output.txt")
+    parser.add_argument(
+        "--save-dir", "--out", dest="save_dir", type=Path, help="predictions: S_k/<n>.npy (or <name>.npy) and output.txt"
+    )
     models = parser.add_mutually_exclusive_group()
     models.add_argument(
         "--ensemble",

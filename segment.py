@@ -36,7 +36,6 @@ import cv2
 from evaluation.blinks import DEFAULT_BLINK_GAP, DEFAULT_BLINK_MIN, parse_span
 from inference.engine import DEFAULT_MIN_AREA, TTA_MODES
 from inference.frames import open_frames
-from inference.runtime import PRECISIONS
 from inference.segment_run import (
     MASK_FORMATS,
     MeasureOptions,
@@ -45,6 +44,8 @@ from inference.segment_run import (
     run_segmentation,
 )
 from inference.segmenter import Segmenter, SegmentResult
+from runtime.device import PRECISIONS
+from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
 from viz.segmentation import draw_segmentation, plot_pupil
 
@@ -55,7 +56,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=HelpFormatter
     )
     models = parser.add_mutually_exclusive_group()
     models.add_argument(

@@ -18,8 +18,8 @@ from config.schema import Config, config_name, load_config
 from dataset.folder import FolderIndex
 from dataset.openeds import OpenEDSIndex, open_index
 from inference.pseudo_keys import allowed_pseudo_keys, read_pseudo_manifest
-from inference.runtime import amp_settings, resolve_runtime, select_device
 from models.zoo import build_model
+from runtime.device import amp_settings, resolve_runtime, select_device
 from training.criterion import build_criterion
 from training.data import build_loaders, fold_keys
 from training.distill import Teacher, cache_teacher, load_teacher
@@ -31,11 +31,12 @@ from training.run_folder import EpochRecorder, create_run_folder
 from training.schedule import build_scheduler
 from training.state import seed_everything
 from utils import distributed
+from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="YAML or JSON experiment config")
     parser.add_argument(
         "--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder"
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fold", required=True, type=int, help="fold index (fold_<k>_train/val.txt)")
     parser.add_argument("--folds-dir", type=Path, help="where the fold files are (default: the data dir)")
     parser.add_argument("--gpu", default=None, help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:LOCAL_RANK if present)")
-    parser.add_argument("--output-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--output-dir", "--out", dest="output_dir", type=Path, default=Path("runs"), help="runs folder: <out>/<name>/fold_<k>")
     parser.add_argument("--name", help="run name (default: the config's file name)")
     parser.add_argument("--resume", help="'auto' (last.pt of this run if any) or a checkpoint path")
     parser.add_argument(
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     config = load_config(args.config, config_overrides(args))
-    device = select_device(args.gpu)  # one meaning of --gpu: inference/runtime.py
+    device = select_device(args.gpu)  # one meaning of --gpu: runtime/device.py
     config, runtime_line = resolve_runtime(config, device)
     distributed.init_distributed(device)
     run_dir = args.output_dir / (args.name or config_name(args.config)) / f"fold_{args.fold}"

@@ -27,6 +27,7 @@ from evaluation.report import (
     score_predictions,
     write_json,
 )
+from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
 from utils.folders import check_writable_dir
 from viz.overlays import write_worst_overlays
@@ -36,7 +37,7 @@ DEFAULT_WORST = 16
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--data-dir",

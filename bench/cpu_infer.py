@@ -48,9 +48,9 @@ from config.schema import load_config
 from dataset.openeds import OpenEDSIndex, UnlabeledDataset, image_relpath, read_image, read_sample_list
 from inference.engine import EnsemblePredictor
 from inference.export import ExportSettings, export_members
-from inference.hardware import bf16_choice, channels_last_choice
 from inference.members import Member, load_members
-from inference.runtime import prediction_workers
+from runtime.device import prediction_workers
+from runtime.hardware import bf16_choice, channels_last_choice
 
 __all__ = ["find_checkpoints", "latency_rows", "ensemble_rows", "run", "render_tables"]
 

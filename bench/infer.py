@@ -35,9 +35,9 @@ from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex, UnlabeledDataset, image_relpath, read_image
 from inference.engine import EnsemblePredictor
 from inference.members import Member, load_members
-from inference.runtime import autocast_context
 from models.checkpoint import save_checkpoint
 from models.zoo import build_model
+from runtime.device import autocast_context
 
 __all__ = ["BENCH_CONFIG", "BENCH_OVERRIDES", "make_checkpoints", "run_engine", "LEVERS", "run_levers"]
 

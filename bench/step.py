@@ -22,9 +22,9 @@ if not __package__:  # run as a file (python bench/step.py): import from the rep
 
 from bench import isa_limit
 from config.schema import load_config
-from inference.runtime import amp_settings, resolve_runtime
 from losses import build_loss
 from models.zoo import build_model
+from runtime.device import amp_settings, resolve_runtime
 from training.criterion import loss_params
 from training.optim import build_optimizer
 

@@ -150,8 +150,8 @@ def time_model(model: nn.Module, threads: int, runs: int) -> dict[str, float]:
     import numpy as np
     import onnxruntime as ort
 
-    from inference.hardware import channels_last_choice
     from models.zoo import SegmentationModel
+    from runtime.hardware import channels_last_choice
 
     torch.set_num_threads(threads)
     generator = np.random.default_rng(0)
@@ -174,7 +174,7 @@ def time_model(model: nn.Module, threads: int, runs: int) -> dict[str, float]:
         ort_cpu1 = _median_cpu_ms(lambda frame: single.run(None, {"frames": frame}), frames, runs)
     with torch.inference_mode():
         expected = model(torch.from_numpy(frames[0])).numpy()
-        # PyTorch as the engine runs it here: NHWC where inference.hardware chooses it (x86).
+        # PyTorch as the engine runs it here: NHWC where runtime.hardware chooses it (x86).
         if channels_last_choice("auto", torch.device("cpu")).value:
             for member in model.modules():
                 if isinstance(member, SegmentationModel):

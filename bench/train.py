@@ -28,9 +28,9 @@ from bench import synthetic_data
 from bench.naive import NaiveTrainDataset, naive_train_epoch
 from config.schema import Config, load_config
 from dataset.openeds import OpenEDSIndex
-from inference.runtime import amp_settings, select_device
 from losses import build_loss
 from models.zoo import build_model
+from runtime.device import amp_settings, select_device
 from training.augment import build_train_transform
 from training.criterion import loss_params
 from training.data import build_loaders

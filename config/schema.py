@@ -184,7 +184,7 @@ class Config(_Strict):
     fp16: bool = False  # mixed precision (float16 + GradScaler on CUDA)
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     # bf16 autocast on the CPU. auto: only where the CPU has native bf16 matrix units (AMX);
-    # elsewhere bf16 runs many times slower than fp32 (inference/hardware.py, BENCHMARKS.md).
+    # elsewhere bf16 runs many times slower than fp32 (runtime/hardware.py, BENCHMARKS.md).
     cpu_bf16: bool | Literal["auto"] = "auto"
     # NHWC weights and inputs. auto: on for CUDA and x86 CPUs, where it measured faster.
     channels_last: bool | Literal["auto"] = "auto"

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from config.ensemble import DEFAULT_TTA
-from inference.runtime import autocast_context
+from runtime.device import autocast_context
 from utils.errors import InputError
 
 __all__ = [

@@ -59,7 +59,7 @@ from inference.pseudo import (
 )
 from inference.pseudo_keys import PSEUDO_MANIFEST
 from inference.teacher import TEACHER_MANIFEST, probs_relpath, quantize_probs, save_probs, teacher_manifest
-from utils.atomic import atomic_path, remove_stale_temp_files, write_text_atomic
+from utils.atomic import remove_stale_temp_files, save_npy_atomic, write_text_atomic
 from utils.errors import InputError
 from utils.folders import make_output_dir
 from utils.sidecar import read_sidecar
@@ -69,7 +69,6 @@ __all__ = [
     "PredictJob",
     "RunResult",
     "parse_shard",
-    "save_npy_atomic",
     "is_complete_mask",
     "run_prediction",
     "auto_min_area",
@@ -124,12 +123,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise InputError(f"--shard {text}: need 0 <= i < n")
     return index, count
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save to a temp file next to `path`, then rename: the file is whole or absent."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array)
 
 
 def is_complete_mask(path: Path) -> bool:

@@ -7,11 +7,11 @@ Segmenter and distillation's teacher run alike.
     predictor.engine.logits(frames)          # inference/engine.EnsemblePredictor
     print(predictor.runtime)                 # precision, memory layout, exported graphs, and why
 
-What it decides, once for every caller: the device (`--gpu`, inference/runtime.select_device),
+What it decides, once for every caller: the device (`--gpu`, runtime/device.select_device),
 the autocast precision (`--precision`, runtime.precision_choice), the TTA (the caller's, else the
 ensemble file's, else DEFAULT_TTA), the batch size (8 on CUDA, 1 on a CPU, where a camera frame
 then waits for no other and batch 4 measured no faster on 2 cores: BENCHMARKS.md), each member's
-memory layout (inference/hardware.channels_last_choice), and the engine's min-area step.
+memory layout (runtime/hardware.channels_last_choice), and the engine's min-area step.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 
 from config.ensemble import DEFAULT_TTA
 from inference.engine import TTA_MODES, EnsemblePredictor
-from inference.hardware import channels_last_choice
 from inference.members import Member
-from inference.runtime import precision_choice, select_device
+from runtime.device import precision_choice, select_device
+from runtime.hardware import channels_last_choice
 from utils.errors import InputError
 
 __all__ = ["Predictor", "default_batch_size", "runtime_line"]

@@ -54,9 +54,8 @@ from evaluation.measure import CSV_COLUMNS
 from evaluation.smoothing import PupilSmoother
 from inference.frames import BadFrame, FrameSource
 from inference.pipeline import DroppedFrame
-from inference.predict import save_npy_atomic
 from inference.segmenter import Segmenter, SegmentResult
-from utils.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from utils.atomic import atomic_path, save_npy_atomic, write_bytes_atomic, write_text_atomic
 from utils.errors import InputError
 from utils.folders import make_output_dir
 

@@ -42,7 +42,7 @@ from inference.frames import BadFrame, Frame, FrameSource, open_frames, to_gray8
 from inference.members import Member, ensemble_members
 from inference.pipeline import DroppedFrame, OrderedPipeline
 from inference.predictor import Predictor
-from inference.runtime import select_device
+from runtime.device import select_device
 from utils.errors import InputError
 
 __all__ = ["DroppedFrame", "Placement", "SegmentResult", "Segmenter", "default_workers", "place_in_model_frame"]

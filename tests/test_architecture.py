@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "dataset": 1,
     "losses": 1,
     "models": 2,
+    "runtime": 2,
     "inference": 3,
     "evaluation": 2,
     "training": 4,
@@ -107,3 +108,18 @@ def test_the_walker_sees_upward_imports_and_cycles(tmp_path: Path) -> None:
     graph = import_graph()
     assert "models.zoo" in graph["models.checkpoint"]
     assert "utils.errors" in graph["train"]
+
+
+def test_every_entry_script_shows_its_defaults_in_help() -> None:
+    import argparse
+
+    from utils.cli import HelpFormatter
+
+    for script in sorted(ENTRY_SCRIPTS):
+        assert "formatter_class=HelpFormatter" in (ROOT / f"{script}.py").read_text(), script
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    parser.add_argument("--workers", type=int, default=3, help="threads")
+    parser.add_argument("--tta", default="hflip", help="views (default: the file's)")
+    parser.add_argument("--gpu", help="device")
+    text = parser.format_help()
+    assert "threads (default: 3)" in text and "(default: hflip)" not in text and "device (default" not in text

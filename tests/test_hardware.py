@@ -12,8 +12,8 @@ from conftest import ROOT
 import train
 from config.schema import load_config
 from dataset.create_kfolds import main as create_kfolds_main
-from inference import hardware
-from inference.runtime import amp_settings, precision_choice, resolve_runtime, select_device
+from runtime import hardware
+from runtime.device import amp_settings, precision_choice, resolve_runtime, select_device
 from utils.errors import InputError
 
 CPU = torch.device("cpu")
@@ -131,7 +131,7 @@ def test_prediction_workers_leave_a_small_cpu_to_the_models(
     cores: int, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """predict_ensemble.py's default DataLoader workers: 0 on a CPU of <= 2 cores, 2 above and on CUDA."""
-    from inference import runtime
+    from runtime import device as runtime
 
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert runtime.prediction_workers(torch.device("cpu")) == workers

@@ -26,8 +26,9 @@ from config.schema import load_config
 from dataset.openeds import image_relpath, read_image
 from inference.engine import EnsemblePredictor, drop_small_classes
 from inference.members import load_members, read_ensemble_file
-from inference.predict import is_complete_mask, save_npy_atomic
+from inference.predict import is_complete_mask
 from models.checkpoint import model_from_checkpoint
+from utils.atomic import save_npy_atomic
 from utils.errors import InputError
 from utils.submission import read_submission
 

@@ -67,10 +67,10 @@ from dataset.synthetic.stream import RenderedFrames
 from dataset.synthetic.style import REAL_STYLES
 from inference.engine import TTA_MODES, EnsemblePredictor
 from inference.frames import BadFrame, FrameSource, open_frames
-from inference.runtime import amp_settings, resolve_runtime
 from inference.segmenter import place_in_model_frame
 from models.checkpoint import model_from_checkpoint, model_state, save_checkpoint
 from models.zoo import SegmentationModel
+from runtime.device import amp_settings, resolve_runtime
 from training.augment import AugmentedDataset, build_train_transform
 from training.criterion import build_criterion
 from training.data import EpochSampler

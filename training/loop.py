@@ -17,7 +17,7 @@ from config.schema import Distill
 from dataset.openeds import IGNORE_INDEX
 from evaluation.metrics import SegmentationMeter
 from inference.engine import EnsemblePredictor
-from inference.runtime import autocast_context
+from runtime.device import autocast_context
 from training.distill import distillation_loss, teacher_labels
 from utils import distributed
 

@@ -14,9 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from utils.errors import InputError
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "remove_stale_temp_files"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "save_npy_atomic", "remove_stale_temp_files"]
 
 _TEMP_NAME = re.compile(r"\..+\.(\d+)\.tmp(\.\w+)?")  # atomic_path's `.<name>.<pid>.tmp[.<suffix>]`
 # A temp file this recent may belong to a process on another machine sharing the folder (shards
@@ -94,3 +96,9 @@ def remove_stale_temp_files(folder: Path | str, pattern: str = "*", min_age_s: f
                 path.unlink()
                 removed += 1
     return removed
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save to a temp file next to `path`, then rename: the file is whole or absent."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)

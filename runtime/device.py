@@ -6,7 +6,7 @@ torch numbers the visible ones (CUDA_VISIBLE_DEVICES applies first): an index (`
 r-th. Without `--gpu`: cuda:LOCAL_RANK when CUDA is present. `cpu` forces the CPU; a `--gpu` on
 a machine without CUDA prints a one-line note and runs on the CPU. Precision: `resolve_runtime`
 and `amp_settings` (training configs), `precision_choice` (predict_ensemble.py --precision),
-both from inference/hardware.py's rule of what this machine runs fast.
+both from runtime/hardware.py's rule of what this machine runs fast.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import torch
 
 from config.schema import Config
-from inference.hardware import bf16_choice, channels_last_choice
+from runtime.hardware import bf16_choice, channels_last_choice
 from utils.errors import InputError
 
 __all__ = [
@@ -97,7 +97,7 @@ def amp_settings(config: Config, device: torch.device) -> tuple[torch.dtype | No
 
 def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
     """(autocast dtype, why). auto: fp16 on CUDA; on a CPU bf16 only where it is native (AMX),
-    else fp32; an explicit bf16 on a CPU without it warns (inference/hardware.py)."""
+    else fp32; an explicit bf16 on a CPU without it warns (runtime/hardware.py)."""
     if device.type == "cuda":
         dtype = torch.float16 if precision == "auto" else PRECISIONS[precision]
         return dtype, "auto: CUDA" if precision == "auto" else "set explicitly"
