@@ -78,3 +78,16 @@ def peak_rss_mib() -> dict[str, float]:
         pass
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"main_mib": round(main, 1), "largest_child_mib": round(child, 1)}
+
+
+def publish(report: dict, json_path: str | Path | None) -> dict:
+    """Print a benchmark's report as JSON and, with `json_path`, write it there atomically."""
+    import json
+
+    from utils.atomic import write_text_atomic
+
+    text = json.dumps(report, indent=1)
+    print(text)
+    if json_path:
+        write_text_atomic(Path(json_path), text + "\n")
+    return report

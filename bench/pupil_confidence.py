@@ -19,7 +19,6 @@ a user loses by dropping flagged frames), and the frames whose fit was refused (
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -30,12 +29,12 @@ import numpy as np
 if not __package__:  # run as a file: import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench import publish
 from dataset.synthetic.render import EyeSequence
 from dataset.synthetic.stream import SEQUENCE_FRAMES, RenderedFrames
 from evaluation.measure import PUPIL, PUPIL_CONFIDENCE_THRESHOLD
 from inference.frames import Frame
 from inference.segmenter import Segmenter
-from utils.atomic import write_text_atomic
 from utils.errors import cli_entry
 
 __all__ = [
@@ -151,10 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
             frame_records(segmenter, args.check_frames, args.check_seed), PUPIL_CONFIDENCE_THRESHOLD
         )
     report["seconds"] = round(time.perf_counter() - began, 1)
-    print(json.dumps(report, indent=1))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
-    return report
+    return publish(report, args.json)
 
 
 if __name__ == "__main__":

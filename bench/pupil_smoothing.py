@@ -36,11 +36,11 @@ import numpy as np
 if not __package__:  # run as a file: import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench import publish
 from bench.real_eye import DEFAULT_VIDEO
 from evaluation.measure import PUPIL_CONFIDENCE_THRESHOLD
 from evaluation.smoothing import PupilSmoother
 from inference.segmenter import Segmenter
-from utils.atomic import write_text_atomic
 from utils.errors import InputError, cli_entry
 
 __all__ = ["FIXATION_STEP_PX", "FIXATION_STEPS", "pupil_series", "fixation_frames", "compare", "main"]
@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"video": str(args.video), "checkpoints": args.checkpoints, "tta": args.tta}
     report |= compare(rows, labels, shape)
     report["seconds"] = round(time.perf_counter() - began, 1)
-    print(json.dumps(report, indent=1))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
-    return report
+    return publish(report, args.json)
 
 
 if __name__ == "__main__":
