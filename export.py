@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from config.ensemble import DEFAULT_TTA, spec_from_checkpoints
+from config.ensemble import DEFAULT_TTA, FUSABLE_TTA, read_ensemble_spec, spec_from_checkpoints
 from dataset.openeds import frame_reader, in_data_dir, read_sample_list
-from inference.engine import FUSABLE_TTA
-from inference.export import ExportSettings, export_members
-from inference.members import load_members, read_ensemble_file
+from dataset.synthetic.render import eye_frames
+from inference.export import ExportSettings, calibration_frames, export_members
+from inference.members import load_members
 from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
+
+CHECK_FRAMES = 8  # rendered eyes (seed 0) the graph is checked on
+CALIBRATION_FRAMES = 16  # rendered eyes (seed 1) that set int8 scales without --calibration
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,17 +63,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint is not None:
         spec, source = spec_from_checkpoints([args.checkpoint]), "--checkpoint"
     else:
-        spec, source = read_ensemble_file(args.ensemble), args.ensemble
-    calibration = None
+        spec, source = read_ensemble_spec(args.ensemble), args.ensemble
+    calibration, calibration_source = None, None
     if args.calibration is not None:
         data_dir = args.data_dir or args.calibration.parent
         frames = frame_reader(data_dir)
-        calibration = [
-            frames.image_path(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))
-        ]
+        paths = [frames.image_path(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))]
+        calibration, calibration_source = calibration_frames(paths)
+    elif args.int8:
+        calibration, calibration_source = eye_frames(CALIBRATION_FRAMES, seed=1), f"{CALIBRATION_FRAMES} synthetic eye frames"
     members = load_members(spec, source)
     settings = ExportSettings(
-        args.out, tta=args.tta or spec.tta or DEFAULT_TTA, int8=args.int8, calibration=calibration
+        args.out,
+        check_frames=eye_frames(CHECK_FRAMES, seed=0),
+        tta=args.tta or spec.tta or DEFAULT_TTA,
+        int8=args.int8,
+        calibration=calibration,
+        calibration_source=calibration_source,
     )
     info = export_members(members, settings)
     print(

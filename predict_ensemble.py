@@ -30,9 +30,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from config.ensemble import DEFAULT_TTA
+from config.ensemble import DEFAULT_TTA, TTA_NAMES
 from dataset.openeds import in_data_dir, read_sample_list
-from inference.engine import DEFAULT_MIN_AREA, TTA_MODES, min_area_per_class
+from inference.engine import DEFAULT_MIN_AREA, min_area_per_class
 from inference.members import ensemble_members
 from inference.predict import (
     PredictJob,
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     models.add_argument("--checkpoints", nargs="+", help="checkpoints, weight 1 each (configs embedded)")
     parser.add_argument(
-        "--tta", choices=sorted(TTA_MODES), help=f"overrides the ensemble file's (default {DEFAULT_TTA})"
+        "--tta", choices=TTA_NAMES, help=f"overrides the ensemble file's (default {DEFAULT_TTA})"
     )
     parser.add_argument(
         "--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on the CPU, the faster there)"

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import cv2
 
+from config.ensemble import DEFAULT_TTA, TTA_NAMES
 from evaluation.blinks import DEFAULT_BLINK_GAP, DEFAULT_BLINK_MIN, parse_span
-from inference.engine import DEFAULT_MIN_AREA, TTA_MODES
+from inference.engine import DEFAULT_MIN_AREA
 from inference.frames import open_frames
 from inference.segment_run import (
     MASK_FORMATS,
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
-        "--tta", choices=sorted(TTA_MODES), help="overrides the ensemble file's (default hflip)"
+        "--tta", choices=TTA_NAMES, help=f"overrides the ensemble file's (default {DEFAULT_TTA})"
     )
     parser.add_argument(
         "--masks", choices=MASK_FORMATS, default="png",

@@ -23,9 +23,30 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.reader import read_mapping, validate
 from utils.errors import InputError
 
-__all__ = ["DEFAULT_TTA", "EnsembleSpec", "MemberSpec", "read_ensemble_spec", "spec_from_checkpoints"]
+__all__ = [
+    "DEFAULT_TTA",
+    "FUSABLE_TTA",
+    "HFLIP_TTA",
+    "NO_TTA",
+    "SCALES_TTA",
+    "TTA_NAMES",
+    "EnsembleSpec",
+    "MemberSpec",
+    "read_ensemble_spec",
+    "spec_from_checkpoints",
+]
 
-DEFAULT_TTA = "hflip"
+# The test-time-augmentation modes, by name: the one place the names are written, below every
+# layer that checks one (config/schema.py's validation.tta, ensemble files, the CLIs' --tta,
+# model.json). inference/engine.TTA_MODES maps each name to its views. FUSABLE_TTA's views can be
+# averaged inside an exported graph (export.py) and by training-time validation; the scales need
+# the checkpoints' own input scale.
+NO_TTA = "none"
+HFLIP_TTA = "hflip"
+SCALES_TTA = "hflip+scales"
+TTA_NAMES = (NO_TTA, HFLIP_TTA, SCALES_TTA)
+FUSABLE_TTA = (NO_TTA, HFLIP_TTA)
+DEFAULT_TTA = HFLIP_TTA
 
 
 class _Strict(BaseModel):
@@ -46,13 +67,16 @@ class EnsembleSpec(_Strict):
 def read_ensemble_spec(path: Path | str) -> EnsembleSpec:
     """Parse and validate an ensemble file; one-line InputError naming the file and key.
 
-    The TTA name is checked against the engine's modes by inference/members.read_ensemble_file.
+    Its TTA, if it names one, must be one of TTA_NAMES.
     """
     path = Path(path)
     data = read_mapping(path, "ensemble file")
     if not isinstance(data, dict):
         raise InputError("an ensemble file must be a mapping with 'members' (and optionally 'tta')", path)
-    return validate(EnsembleSpec, data, path)
+    spec = validate(EnsembleSpec, data, path)
+    if spec.tta is not None and spec.tta not in TTA_NAMES:
+        raise InputError(f"bad value for 'tta': {spec.tta!r}; choose one of {', '.join(TTA_NAMES)}", path)
+    return spec
 
 
 def spec_from_checkpoints(paths: Sequence[Path | str]) -> EnsembleSpec:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.ensemble import DEFAULT_TTA, FUSABLE_TTA
 from config.reader import read_mapping, validate
 from utils.atomic import write_text_atomic
 from utils.errors import InputError
@@ -130,7 +131,7 @@ class MaskLoss(_Strict):
 class Validation(_Strict):
     interval: int = Field(1, ge=1)  # epochs between validations (and always the last epoch)
     batch_size: int = Field(8, ge=1)
-    tta: Literal["none", "hflip"] = "hflip"
+    tta: Literal[FUSABLE_TTA] = DEFAULT_TTA  # Literal of a tuple: each name
 
 
 class Render(_Strict):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from config.ensemble import DEFAULT_TTA
+from config.ensemble import DEFAULT_TTA, FUSABLE_TTA, HFLIP_TTA, NO_TTA, SCALES_TTA, TTA_NAMES
 from runtime.device import autocast_context
 from utils.errors import InputError
 
@@ -52,16 +52,13 @@ class View:
     scale: float = 1.0
 
 
-# The TTA modes, by name: the only place their names are defined (DEFAULT_TTA, config/ensemble.py,
-# names the default). An exported graph can average FUSABLE_TTA's views inside (export.py); the
-# scales need the checkpoints.
+# Each TTA mode's views; the names (and FUSABLE_TTA, DEFAULT_TTA) are config/ensemble.py's.
 TTA_MODES: dict[str, tuple[View, ...]] = {
-    "none": (View(),),
-    "hflip": (View(), View(hflip=True)),
-    "hflip+scales": tuple(View(flip, s) for s in (1.0, 0.75, 1.25) for flip in (False, True)),
+    NO_TTA: (View(),),
+    HFLIP_TTA: (View(), View(hflip=True)),
+    SCALES_TTA: tuple(View(flip, s) for s in (1.0, 0.75, 1.25) for flip in (False, True)),
 }
-NO_TTA = "none"
-FUSABLE_TTA = ("none", "hflip")
+assert tuple(TTA_MODES) == TTA_NAMES, "a TTA mode without views, or views without a name"
 
 
 def tta_views(mode: str) -> tuple[View, ...]:

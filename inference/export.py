@@ -2,9 +2,10 @@
 
 `export_members` builds models.export.FusedEnsemble from loaded members, writes the graph
 (fp32, or int8 by onnxruntime's static quantization calibrated on frames), runs it with
-onnxruntime on synthetic eye frames and compares its class maps with the PyTorch engine's
-(fp32, the same members and views): below the threshold (99.9% of pixels, 99.5% for int8)
-it refuses with a one-line error and writes nothing. Otherwise the .onnx and its model.json
+onnxruntime on the caller's check frames (export.py renders synthetic eyes) and compares its
+class maps with those of the engine's front door, inference/predictor.Predictor (fp32 on the CPU,
+the same members and views): below the threshold (99.9% of pixels, 99.5% for int8) it refuses
+with a one-line error and writes nothing. Otherwise the .onnx and its model.json
 (inference/onnx_model.py reads it back) are written, each atomically.
 """
 
@@ -20,17 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from config.ensemble import DEFAULT_TTA
+from config.ensemble import DEFAULT_TTA, FUSABLE_TTA, HFLIP_TTA
 from dataset.openeds import read_image
-from dataset.synthetic.render import EyeSequence
-from inference.engine import FUSABLE_TTA, EnsemblePredictor
 from inference.members import Member
 from inference.onnx_model import MODEL_JSON_FORMAT, OnnxModel, file_sha256, model_json_path, onnx_session
+from inference.predictor import Predictor
 from models.export import INPUT_NAME, OPSET, OUTPUT_NAME, FusedEnsemble, export_onnx, quantize_int8
 from utils.atomic import atomic_path, write_text_atomic
 from utils.errors import InputError
 
-__all__ = ["CLASSES", "THRESHOLDS", "ExportSettings", "synthetic_frames", "agreement", "export_members"]
+__all__ = ["CLASSES", "THRESHOLDS", "ExportSettings", "agreement", "calibration_frames", "export_members"]
 
 CLASSES = ["background", "sclera", "iris", "pupil"]
 THRESHOLDS = {"fp32": 0.999, "int8": 0.995}
@@ -39,21 +39,17 @@ HEIGHT, WIDTH = 400, 640
 
 @dataclass
 class ExportSettings:
+    """Frames are (N, 1, 400, 640) uint8, as the graph takes them; the caller chooses them (export.py:
+    rendered eyes, dataset/synthetic/render.eye_frames), so this module needs no renderer."""
+
     out: Path
+    check_frames: np.ndarray  # the graph's class maps are compared with the engine's on these
+    check_source: str = "synthetic eye frames"  # what they are, for the error and model.json
     tta: str = DEFAULT_TTA
     int8: bool = False
-    calibration: list[Path] | None = None  # frames for int8 scales; None: synthetic frames
-    check_frames: int = 8
+    calibration: np.ndarray | None = None  # int8: the frames whose activations set the scales
+    calibration_source: str | None = None  # what they are, for model.json
     min_agreement: float | None = None  # None: THRESHOLDS[precision]; benchmarks pass 0 to measure any graph
-
-
-def synthetic_frames(count: int, seed: int) -> np.ndarray:
-    """`count` synthetic eye frames (N, 1, 400, 640) uint8 from dataset.synthetic's renderer."""
-    frames = []
-    for index in range(count):
-        sequence = EyeSequence(seed, index, frames=8)
-        frames.append(sequence.render(index % 8)[0])
-    return np.stack(frames)[:, None]
 
 
 def agreement(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
@@ -67,11 +63,13 @@ def agreement(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> flo
 CALIBRATION_FRAMES = 32  # at most, spread evenly over the list: the calibrator holds every activation
 
 
-def _calibration_frames(paths: list[Path] | None, seed: int = 1) -> np.ndarray:
+def calibration_frames(paths: list[Path]) -> tuple[np.ndarray, str]:
+    """At most CALIBRATION_FRAMES of a list's frames, spread evenly over it, and their description."""
     if not paths:
-        return synthetic_frames(16, seed)
+        raise InputError("the calibration list names no frame")
     chosen = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(len(paths), CALIBRATION_FRAMES))]
-    return np.stack([read_image(path)[None] for path in dict.fromkeys(chosen)])
+    frames = np.stack([read_image(path)[None] for path in dict.fromkeys(chosen)])
+    return frames, f"{len(frames)} frames spread over a list of {len(paths)}"
 
 
 def export_members(members: list[Member], settings: ExportSettings) -> dict[str, Any]:
@@ -91,25 +89,30 @@ def export_members(members: list[Member], settings: ExportSettings) -> dict[str,
         )
     if settings.tta not in FUSABLE_TTA:
         raise InputError(f"--tta must be {' or '.join(FUSABLE_TTA)} for an export, got {settings.tta!r}")
+    frames = settings.check_frames
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (1, HEIGHT, WIDTH) or not len(frames):
+        raise InputError(f"check frames must be (N, 1, {HEIGHT}, {WIDTH}) uint8, got {frames.shape} {frames.dtype}")
+    if settings.int8 and settings.calibration is None:
+        raise InputError("an int8 export needs calibration frames")
     models = [(member.model.cpu().eval(), member.weight) for member in members]
-    fused = FusedEnsemble(models, hflip=settings.tta == "hflip")
-    frames = synthetic_frames(settings.check_frames, seed=0)
+    fused = FusedEnsemble(models, hflip=settings.tta == HFLIP_TTA)
     precision = "int8" if settings.int8 else "fp32"
-    with torch.inference_mode():
-        reference = EnsemblePredictor(models, tta=settings.tta).logits(torch.from_numpy(frames)).numpy()
     with tempfile.TemporaryDirectory() as work, atomic_path(out) as tmp:
         fp32 = Path(work) / "fp32.onnx" if settings.int8 else tmp
         # An example of batch 2: torch.export specialises a dimension of size 1.
         export_onnx(fused, fp32, torch.from_numpy(np.concatenate([frames[:1], frames[:1]])))
         if settings.int8:
-            quantize_int8(fp32, tmp, _calibration_frames(settings.calibration))
+            quantize_int8(fp32, tmp, settings.calibration)
         logits = onnx_session(tmp).run([OUTPUT_NAME], {INPUT_NAME: frames})[0]
+        # The reference: the engine as every script builds it, pinned to fp32 on the CPU.
+        engine = Predictor.build(members, tta=settings.tta, device=torch.device("cpu"), precision="fp32").engine
+        reference = engine.logits(torch.from_numpy(frames)).numpy()
         agree = agreement(logits, reference)
         threshold = THRESHOLDS[precision] if settings.min_agreement is None else settings.min_agreement
         if agree < threshold:
             raise InputError(
                 f"the {precision} graph agrees with the PyTorch engine on {agree:.4%} of pixels of "
-                f"{len(frames)} synthetic frames, below the {threshold:.1%} required: not written",
+                f"{len(frames)} {settings.check_source}, below the {threshold:.1%} required: not written",
                 out,
             )
         digest = file_sha256(tmp)
@@ -152,15 +155,9 @@ def export_members(members: list[Member], settings: ExportSettings) -> dict[str,
             "pixels": agree,
             "threshold": threshold,
             "frames": len(frames),
-            "against": "the PyTorch engine in fp32 (same members and views) on synthetic eye frames",
+            "against": f"the PyTorch engine in fp32 (same members and views) on {settings.check_source}",
         },
-        "calibration": None
-        if not settings.int8
-        else (
-            f"{min(len(settings.calibration), CALIBRATION_FRAMES)} frames spread over a list of {len(settings.calibration)}"
-            if settings.calibration
-            else "16 synthetic eye frames"
-        ),
+        "calibration": (settings.calibration_source or f"{len(settings.calibration)} frames") if settings.int8 else None,
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }

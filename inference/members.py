@@ -21,12 +21,11 @@ from torch import nn
 
 from config.ensemble import EnsembleSpec, read_ensemble_spec, spec_from_checkpoints
 from config.schema import Config, config_from_dict, load_config
-from inference.engine import TTA_MODES
 from inference.onnx_model import file_sha256, load_onnx_model, model_json_path
 from models.checkpoint import model_from_checkpoint
 from utils.errors import InputError
 
-__all__ = ["Member", "read_ensemble_file", "load_members", "ensemble_members"]
+__all__ = ["Member", "load_members", "ensemble_members"]
 
 @dataclass
 class Member:
@@ -41,14 +40,6 @@ class Member:
 
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": str(self.checkpoint), "weight": self.weight, "sha256": self.digest}
-
-
-def read_ensemble_file(path: Path | str) -> EnsembleSpec:
-    """config/ensemble.py's reader, plus the check that its TTA is one the engine has."""
-    spec = read_ensemble_spec(path)
-    if spec.tta is not None and spec.tta not in TTA_MODES:
-        raise InputError(f"bad value for 'tta': {spec.tta!r}; choose one of {sorted(TTA_MODES)}", path)
-    return spec
 
 
 def _expand(pattern: str, source: object) -> list[Path]:
@@ -141,5 +132,5 @@ def ensemble_members(
         source = ensemble or default
         if source is None:
             raise InputError("give --checkpoints or --ensemble")
-        spec = read_ensemble_file(source)
+        spec = read_ensemble_spec(source)
     return spec, load_members(spec, source)

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from inference.engine import FUSABLE_TTA
+from config.ensemble import FUSABLE_TTA
 from models.export import INPUT_NAME, OUTPUT_NAME
 from utils.errors import InputError
 from utils.sidecar import read_sidecar

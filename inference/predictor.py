@@ -1,6 +1,6 @@
 """The one front door to the engine: a Predictor built once from members, device, precision, TTA
 and batch size (the shape of nnU-Net's predictor), used by predict_ensemble.py, segment.py's
-Segmenter and distillation's teacher run alike.
+Segmenter, distillation's teacher run and export's check (inference/export.py) alike.
 
     spec, members = ensemble_members(["fold_0/best.pt", "fold_1/best.pt"], None)
     predictor = Predictor.build(members, spec_tta=spec.tta, gpu="cpu")
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from config.ensemble import DEFAULT_TTA
-from inference.engine import TTA_MODES, EnsemblePredictor
+from config.ensemble import DEFAULT_TTA, TTA_NAMES
+from inference.engine import EnsemblePredictor
 from inference.members import Member
 from runtime.device import precision_choice, select_device
 from runtime.hardware import channels_last_choice
@@ -81,8 +81,8 @@ class Predictor:
         device: a device already chosen, else `gpu` as every script's --gpu. min_area: per class,
         None or all zeros for off."""
         tta = tta or spec_tta or DEFAULT_TTA
-        if tta not in TTA_MODES:
-            raise InputError(f"unknown TTA {tta!r}; choose one of {', '.join(sorted(TTA_MODES))}")
+        if tta not in TTA_NAMES:
+            raise InputError(f"unknown TTA {tta!r}; choose one of {', '.join(TTA_NAMES)}")
         if batch_size is not None and batch_size < 1:
             raise InputError(f"the batch size must be >= 1, got {batch_size}")
         device = device if device is not None else select_device(gpu, doing=doing)

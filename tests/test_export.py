@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FPN_OVERRIDES, assert_one_line_error, run_script, tiny_checkpoint, write_tiny_dataset
+from conftest import FPN_OVERRIDES, tiny_checkpoint
 
-from config.ensemble import spec_from_checkpoints
-from dataset.openeds import OpenEDSIndex, label_relpath
+from config.ensemble import read_ensemble_spec, spec_from_checkpoints
+from dataset.synthetic.render import eye_frames
 from inference import export as export_module
 from inference.engine import EnsemblePredictor
-from inference.export import ExportSettings, export_members, synthetic_frames
-from inference.members import load_members, read_ensemble_file
+from inference.export import ExportSettings, export_members
+from inference.members import load_members
 from inference.onnx_model import file_sha256, model_json_path, onnx_session
 from models.export import FusedEnsemble
 from utils.errors import InputError
@@ -36,8 +36,8 @@ def exported(checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory) 
     """The 2-model ensemble exported with hflip inside, and model a alone without views."""
     folder = tmp_path_factory.mktemp("onnx")
     members = load_members(spec_from_checkpoints([str(path) for path in checkpoints]))
-    export_members(members, ExportSettings(folder / "ens.onnx", tta="hflip", check_frames=4))
-    export_members(members[:1], ExportSettings(folder / "one.onnx", tta="none", check_frames=4))
+    export_members(members, ExportSettings(folder / "ens.onnx", eye_frames(4, seed=0), tta="hflip"))
+    export_members(members[:1], ExportSettings(folder / "one.onnx", eye_frames(4, seed=0), tta="none"))
     return {"ens": folder / "ens.onnx", "one": folder / "one.onnx"}
 
 
@@ -49,7 +49,7 @@ def _pt_logits(checkpoints: list[Path], frames: np.ndarray, tta: str) -> torch.T
 def test_fused_ensemble_gives_the_engines_logits(checkpoints: list[Path]) -> None:
     """Members at two scales, hflip fused and averaged before the resize back: same logits."""
     members = load_members(spec_from_checkpoints([str(path) for path in checkpoints]))
-    frames = synthetic_frames(2, seed=3)
+    frames = eye_frames(2, seed=3)
     with torch.inference_mode():
         fused = FusedEnsemble([(m.model, w) for m, w in zip(members, (1.0, 3.0), strict=True)], hflip=True)
         got = fused(torch.from_numpy(frames))
@@ -64,7 +64,7 @@ def test_fused_ensemble_gives_the_engines_logits(checkpoints: list[Path]) -> Non
 def test_graph_runs_any_batch_and_matches_the_engine(
     exported: dict[str, Path], checkpoints: list[Path], batch: int
 ) -> None:
-    frames = synthetic_frames(batch, seed=5)
+    frames = eye_frames(batch, seed=5)
     logits = onnx_session(exported["ens"]).run(["logits"], {"frames": frames})[0]
     want = _pt_logits(checkpoints, frames, "hflip").numpy()
     assert logits.shape == (batch, 4, 400, 640) and logits.dtype == np.float32
@@ -104,7 +104,7 @@ def test_engine_passes_frames_once_to_a_graph_with_hflip_inside(
 ) -> None:
     (member,) = load_members(spec_from_checkpoints([str(exported["ens"])]))
     seen = _record_batches(member.model)
-    frames = synthetic_frames(2, seed=7)
+    frames = eye_frames(2, seed=7)
     got = EnsemblePredictor([(member.model, 1.0)], tta="hflip").logits(torch.from_numpy(frames))
     assert seen == [2]  # not 4: the engine added no views of its own
     torch.testing.assert_close(got, _pt_logits(checkpoints, frames, "hflip"), atol=1e-3, rtol=1e-3)
@@ -115,7 +115,7 @@ def test_engine_applies_its_views_to_a_graph_without_them(
 ) -> None:
     (member,) = load_members(spec_from_checkpoints([str(exported["one"])]))
     seen = _record_batches(member.model)
-    frames = synthetic_frames(2, seed=8)
+    frames = eye_frames(2, seed=8)
     got = EnsemblePredictor([(member.model, 1.0)], tta="hflip").logits(torch.from_numpy(frames))
     assert seen == [4]  # the frame and its mirror, as one batch
     torch.testing.assert_close(got, _pt_logits(checkpoints[:1], frames, "hflip"), atol=1e-3, rtol=1e-3)
@@ -171,7 +171,7 @@ def test_int8_of_a_random_model_is_refused_and_nothing_written(
     members = load_members(spec_from_checkpoints([str(checkpoints[0])]))
     out = tmp_path / "m.onnx"
     with pytest.raises(InputError, match=r"int8 graph agrees .* below the 99.5% required: not written"):
-        export_members(members, ExportSettings(out, tta="none", int8=True, check_frames=2))
+        export_members(members, ExportSettings(out, eye_frames(2, seed=0), tta="none", int8=True, calibration=eye_frames(16, seed=1)))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -182,57 +182,32 @@ def test_int8_graph_is_quantized_and_records_its_threshold(
 
     monkeypatch.setitem(export_module.THRESHOLDS, "int8", 0.5)  # random init: see the test above
     members = load_members(spec_from_checkpoints([str(checkpoints[0])]))
-    info = export_members(members, ExportSettings(tmp_path / "m.onnx", tta="none", int8=True, check_frames=2))
+    info = export_members(members, ExportSettings(
+        tmp_path / "m.onnx", eye_frames(2, seed=0), tta="none", int8=True, calibration=eye_frames(16, seed=1)
+    ))  # fmt: skip
     ops = {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert info["precision"] == "int8" and info["agreement"]["threshold"] == 0.5
-    assert info["calibration"] == "16 synthetic eye frames"
+    assert info["calibration"] == "16 frames"  # no description given: the count
     (member,) = load_members(spec_from_checkpoints([str(tmp_path / "m.onnx")]))
-    assert member.model(torch.from_numpy(synthetic_frames(1, seed=2))).shape == (1, 4, 400, 640)
+    assert member.model(torch.from_numpy(eye_frames(1, seed=2))).shape == (1, 4, 400, 640)
 
 
-@pytest.mark.slow
-def test_export_script_and_an_onnx_member_in_predict_ensemble(
-    checkpoints: list[Path], tmp_path: Path
+# export.py end to end, and an exported graph as predict_ensemble.py's member (the same masks as
+# its checkpoints): tests/test_readme.py runs the README's export and predict examples.
+
+
+def test_export_script_refuses_a_missing_checkpoint_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    data = write_tiny_dataset(tmp_path / "data", sequences=1, frames=4)
-    keys = OpenEDSIndex.from_dir(data).all_keys()
-    (tmp_path / "frames.txt").write_text("".join(f"{label_relpath(key)}\n" for key in keys))
-    out = tmp_path / "model.onnx"
-    proc = run_script("export.py", "--checkpoint", checkpoints[0], "--out", out, "--tta", "hflip")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "agree with the PyTorch engine" in proc.stdout and model_json_path(out).is_file()
-    common = ["--data-dir", data, "--label-file", tmp_path / "frames.txt", "--workers", 0, "--gpu", "cpu"]
-    for name, model in (("pt", checkpoints[0]), ("onnx", out)):
-        proc = run_script(
-            "predict_ensemble.py", *common, "--save-dir", tmp_path / name, "--checkpoints", model
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    masks = {
-        name: np.stack([np.load(tmp_path / name / f"{key}.npy") for key in keys]) for name in ("pt", "onnx")
-    }
-    assert (masks["pt"] == masks["onnx"]).mean() >= 0.999
-    state = {
-        name: json.loads((tmp_path / name / ".predict_state.json").read_text()) for name in ("pt", "onnx")
-    }
-    assert state["pt"]["identity"]["members"] != state["onnx"]["identity"]["members"]
-    proc = run_script(
-        "predict_ensemble.py",
-        *common,
-        "--save-dir",
-        tmp_path / "x",
-        "--checkpoints",
-        out,
-        "--tta",
-        "none",
-        check=False,
-    )
-    assert_one_line_error(proc, str(out), "already averages the hflip views")
-    assert not (tmp_path / "x").exists()
-    proc = run_script(
-        "export.py", "--checkpoint", tmp_path / "missing.pt", "--out", tmp_path / "m2.onnx", check=False
-    )
-    assert_one_line_error(proc, "missing.pt", "checkpoint not found")
+    import export
+
+    with pytest.raises(SystemExit) as stop:
+        export.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.onnx")])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "missing.pt" in line and "checkpoint not found" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ensemble_file_mixes_onnx_and_checkpoint_members(
@@ -243,9 +218,9 @@ def test_ensemble_file_mixes_onnx_and_checkpoint_members(
     spec_file.write_text(
         f"tta: hflip\nmembers:\n  - {{checkpoint: {exported['one']}, weight: 2}}\n  - {{checkpoint: {checkpoints[1]}}}\n"
     )
-    mixed = load_members(read_ensemble_file(spec_file), spec_file)
+    mixed = load_members(read_ensemble_spec(spec_file), spec_file)
     plain = load_members(spec_from_checkpoints([str(path) for path in checkpoints]))
-    frames = torch.from_numpy(synthetic_frames(1, seed=9))
+    frames = torch.from_numpy(eye_frames(1, seed=9))
     got = EnsemblePredictor([(m.model, m.weight) for m in mixed], tta="hflip").logits(frames)
     want = EnsemblePredictor(
         [(m.model, w) for m, w in zip(plain, (2.0, 1.0), strict=True)], tta="hflip"
@@ -260,7 +235,7 @@ def test_segmenter_runs_an_exported_ensemble_as_its_checkpoints(
     and refuses views the graph cannot take with a one-line error."""
     from inference.segmenter import Segmenter
 
-    image = synthetic_frames(1, seed=4)[0, 0][::2, ::2].copy()  # 320 x 200: resized in, and back
+    image = eye_frames(1, seed=4)[0, 0][::2, ::2].copy()  # 320 x 200: resized in, and back
     graph = Segmenter.from_checkpoints([exported["ens"]], tta="hflip", gpu="cpu")(image)
     torch_ = Segmenter.from_checkpoints(checkpoints, tta="hflip", gpu="cpu")(image)
     assert graph.mask.shape == (200, 320)

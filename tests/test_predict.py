@@ -22,10 +22,11 @@ from conftest import (
 )
 
 import predict_ensemble
+from config.ensemble import read_ensemble_spec
 from config.schema import load_config
 from dataset.openeds import image_relpath, read_image
 from inference.engine import EnsemblePredictor, drop_small_classes
-from inference.members import load_members, read_ensemble_file
+from inference.members import load_members
 from inference.predict import is_complete_mask
 from models.checkpoint import model_from_checkpoint
 from utils.atomic import save_npy_atomic
@@ -200,13 +201,13 @@ def test_ensemble_file_errors_name_the_key_and_the_glob(tmp_path: Path) -> None:
     path = tmp_path / "ensemble.yaml"
     path.write_text("members:\n  - checkpoint: a.pt\n    weigth: 2\n")
     with pytest.raises(InputError, match=r"ensemble.yaml: unknown key 'members.0.weigth'"):
-        read_ensemble_file(path)
+        read_ensemble_spec(path)
     path.write_text("tta: vflip\nmembers: [{checkpoint: a.pt}]\n")
     with pytest.raises(InputError, match="'tta'"):
-        read_ensemble_file(path)
+        read_ensemble_spec(path)
     path.write_text(f"members: [{{checkpoint: '{tmp_path}/runs/*/best.pt'}}]\n")
     with pytest.raises(InputError, match=r"'.*/runs/\*/best.pt' matches no file"):
-        load_members(read_ensemble_file(path), path)
+        load_members(read_ensemble_spec(path), path)
 
 
 def test_drop_small_classes_hands_tiny_classes_to_their_runner_up() -> None:

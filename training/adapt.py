@@ -60,12 +60,12 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from config.ensemble import DEFAULT_TTA
+from config.ensemble import DEFAULT_TTA, TTA_NAMES
 from config.schema import Config, load_config
 from dataset.openeds import CLASS_NAMES, IGNORE_INDEX
 from dataset.synthetic.stream import RenderedFrames
 from dataset.synthetic.style import REAL_STYLES
-from inference.engine import TTA_MODES, EnsemblePredictor
+from inference.engine import EnsemblePredictor
 from inference.frames import BadFrame, FrameSource, open_frames
 from inference.segmenter import place_in_model_frame
 from models.checkpoint import model_from_checkpoint, model_state, save_checkpoint
@@ -133,8 +133,8 @@ class AdaptSettings:
             raise InputError(f"--replay must be >= 0, got {self.replay}")
         if self.match not in MATCHES:
             raise InputError(f"--match must be one of {', '.join(MATCHES)}, got {self.match!r}")
-        if self.tta not in TTA_MODES:
-            raise InputError(f"tta must be one of {sorted(TTA_MODES)}, got {self.tta!r}")
+        if self.tta not in TTA_NAMES:
+            raise InputError(f"tta must be one of {', '.join(TTA_NAMES)}, got {self.tta!r}")
 
 
 @dataclass

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from config.ensemble import read_ensemble_spec
 from dataset.create_kfolds import UNLABELED_LIST
 from dataset.openeds import IGNORE_INDEX, OpenEDSIndex, UnlabeledDataset, parse_sample_name, read_sample_list
-from inference.members import load_members, read_ensemble_file
+from inference.members import load_members
 from inference.predict import PredictJob, run_prediction
 from inference.predictor import Predictor
 from inference.pseudo import trained_on_union
@@ -88,7 +89,7 @@ def cache_teacher(
         raise InputError(
             f"no {UNLABELED_LIST}: create folds first (python -m dataset.create_kfolds)", unlabeled
         )
-    spec = read_ensemble_file(ensemble)
+    spec = read_ensemble_spec(ensemble)
     members = load_members(spec, ensemble)
     labeled = (
         OpenEDSIndex.from_dir(data_dir).labeled_keys() if any(m.trained_on is None for m in members) else []

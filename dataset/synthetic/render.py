@@ -27,7 +27,7 @@ from dataset.openeds import IMAGE_HEIGHT as HEIGHT
 from dataset.openeds import IMAGE_WIDTH as WIDTH
 from dataset.synthetic.style import Style, style_for
 
-__all__ = ["HEIGHT", "WIDTH", "EyeSequence"]
+__all__ = ["HEIGHT", "WIDTH", "EyeSequence", "eye_frames"]
 
 # Polar iris texture table: rows are the normalised radius (pupil edge -> limbus), columns
 # the angle. Long in radius and thin in angle, so resampling gives radial fibres.
@@ -589,3 +589,10 @@ class EyeSequence:
         cv2.polylines(layer, list(points[~self.lash_thick]), False, 255, thin, cv2.LINE_AA, 4)
         cv2.polylines(layer, list(points[self.lash_thick]), False, 255, thick, cv2.LINE_AA, 4)
         return layer.astype(np.float32) / 255
+
+
+def eye_frames(count: int, seed: int) -> np.ndarray:
+    """`count` rendered eye frames (N, 1, 400, 640) uint8, each from its own sequence: what export.py
+    checks a graph on (and calibrates int8 on without a list), and what tests feed an engine."""
+    frames = [EyeSequence(seed, index, frames=8).render(index % 8)[0] for index in range(count)]
+    return np.stack(frames)[:, None]
