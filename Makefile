@@ -43,7 +43,7 @@ student: $(STAMP)
 bench-student: $(STAMP)
 	$(PY) -m bench.student
 
-# Natively, then as on an AVX2 CPU (bench/avx2.py: PyTorch's caps + AVX-512 hidden from CPUID; BENCHMARKS.md, "Every CPU").
+# Natively, then as on an AVX2 CPU (tools/avx2.py, run as bench.avx2: PyTorch's caps + AVX-512 hidden from CPUID; BENCHMARKS.md, "Every CPU").
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 	$(PY) -m bench.avx2 $(PY) -m bench.run_all --quick

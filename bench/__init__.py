@@ -1,5 +1,7 @@
-"""Benchmarks (not tests): throughput and peak memory of the engine and the training loop,
-side by side with naive baselines of the original recipe (bench/naive.py).
+"""Benchmarks (not tests): throughput and peak memory of the engine, the training loop and
+segment.py, side by side with naive baselines of the original recipe (bench/naive.py).
+Accuracy studies are in experiments/; the AVX2 limiter is tools/avx2.py, run as
+`python -m bench.avx2 COMMAND` (bench/avx2.py).
 
 `make bench` runs bench/run_all.py, which writes the "## Speed and memory" section of
 BENCHMARKS.md. The helpers here are what every benchmark shares: the machine description,
@@ -22,9 +24,7 @@ ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 def isa_limit() -> str:
     """How this process is limited to AVX2 ("" when it runs natively)."""
-    # Imported here, not at the top: `python -m bench.avx2` imports this package first, and an
-    # eager import would put bench.avx2 in sys.modules before runpy runs it (a RuntimeWarning).
-    from bench.avx2 import LIMIT_VAR
+    from tools.avx2 import LIMIT_VAR
 
     limits = [f"{name}={os.environ[name]}" for name in ISA_LIMIT_VARS if os.environ.get(name)]
     if os.environ.get(LIMIT_VAR) == "cpuid":
@@ -78,16 +78,3 @@ def peak_rss_mib() -> dict[str, float]:
         pass
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"main_mib": round(main, 1), "largest_child_mib": round(child, 1)}
-
-
-def publish(report: dict, json_path: str | Path | None) -> dict:
-    """Print a benchmark's report as JSON and, with `json_path`, write it there atomically."""
-    import json
-
-    from utils.atomic import write_text_atomic
-
-    text = json.dumps(report, indent=1)
-    print(text)
-    if json_path:
-        write_text_atomic(Path(json_path), text + "\n")
-    return report

@@ -4,7 +4,7 @@
 #      GradScaler and channels_last, 2 epochs on the demo's synthetic data: images/s;
 #   2. torchrun, 1 process, NCCL: the DDP path end to end (tiny config, 1 epoch);
 #   3. inference: the recipe's naive loop vs the engine on CUDA (bench/infer.py);
-#   4. the recipe search (bench/recipe_search.py) on the GPU: cpu_fast variants and pseudo-label
+#   4. the recipe search (experiments/recipe_search.py) on the GPU: cpu_fast variants and pseudo-label
 #      rounds scored on the hidden test frames (accuracy figures; the GPU just makes them quick);
 #   5. torch.compile: cpu_fast in fp16 + channels_last, 3 epochs eager then compiled, images/s.
 # Each stage's output goes to $OUT/smoke.log (or a temp dir); a failed stage does not stop the rest.
@@ -38,7 +38,7 @@ history() {  # history RUN_DIR: epoch, images/s and val mIoU per epoch
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 "$PY" -c "import torch; assert torch.cuda.is_available(); print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$LOG"
 DATA="$WORK/search/data"
-stage data 120 "$PY" -m bench.recipe_search --out "$WORK/search" --variants base --folds 0 \
+stage data 120 "$PY" -m experiments.recipe_search --out "$WORK/search" --variants base --folds 0 \
     --data-workers 8 --prepare-only
 
 stage "recipe b7 fp16" 120 "$PY" train.py --config configs/seed-efficientnet-b7.json --data-dir "$DATA" --fold 0 \
@@ -55,7 +55,7 @@ stage "inference naive vs engine" 100 "$PY" -m bench.infer --device cuda --frame
 
 SEARCH_S=$((DEADLINE_S - SECONDS))
 if [ "$SEARCH_S" -gt 60 ]; then
-    stage "recipe search" "$SEARCH_S" "$PY" -m bench.recipe_search --out "$WORK/search" --gpu 0 --parallel 6 \
+    stage "recipe search" "$SEARCH_S" "$PY" -m experiments.recipe_search --out "$WORK/search" --gpu 0 --parallel 6 \
         --workers 2 --set fp16=true
     pkill -f "$WORK/search/runs" 2>/dev/null  # chains cut off by the deadline
     sleep 2

@@ -7,12 +7,12 @@ Every figure is one frame (batch 1, uint8 (1, 1, 400, 640)) through the whole mo
 input scale, padding, the network and the bilinear resize of the logits back to 400 x 640 (the
 full-resolution output; the argmax is not timed). The ONNX graph is the model exported alone
 with torch.onnx.export (dynamo) here, not export.py's graph. Each model runs in a fresh child
-process per ISA setting, alternating native and AVX2-limited (bench/avx2.py), so both columns
+process per ISA setting, alternating native and AVX2-limited (bench.avx2, tools/avx2.py), so both columns
 share the machine's conditions.
 
 What the AVX2 columns mean: PyTorch (ATen, oneDNN) honours ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2. onnxruntime does not: its kernels (MLAS) choose from CPUID at start-up,
-and no variable or session option caps them. bench/avx2.py hides AVX-512, AVX-VNNI and AMX from
+and no variable or session option caps them. tools/avx2.py hides AVX-512, AVX-VNNI and AMX from
 CPUID itself (CPUID faulting), so both runtimes pick their AVX2 kernels. Where this machine cannot
 do that (no `cpuid_fault`, no C compiler), the onnxruntime AVX2 column says "AVX-512!": its
 figure is then the native kernels' one.
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from bench import ISA_LIMIT_VARS, machine_info
-from bench.avx2 import LIMIT_VAR, avx2_env, cpuid_library
+from tools.avx2 import LIMIT_VAR, avx2_env, cpuid_library
 
 __all__ = ["CANDIDATES", "TEACHER", "build_candidate", "count_parameters", "time_model", "main"]
 

@@ -31,7 +31,7 @@ centre rule goes first); below that even a clean arc's fit is an extrapolation
 
 `pupil_confidence` (0..1) says how far the pupil ellipse can be trusted; below
 PUPIL_CONFIDENCE_THRESHOLD lie at least 90% of the rendered frames whose fitted centre is more than
-2 px off (bench/pupil_confidence.py, BENCHMARKS.md "Pupil confidence"). It is the product of
+2 px off (experiments/pupil_confidence.py, BENCHMARKS.md "Pupil confidence"). It is the product of
 - p ** PROBABILITY_POWER, p the model's mean probability of the pupil class over the pupil's
   pixels (the power spreads the 0.85-0.99 where p lies; on the calibration frames it told good
   fits from bad ones better than p itself);
@@ -73,7 +73,7 @@ OCCLUDED_FIT_MIN = 0.3
 FIT_MARGIN = 0.25
 FIT_SLACK_PX = 2.0
 # pupil_confidence's parts (module docstring) and the threshold below which a frame's pupil is
-# not to be trusted: calibrated on rendered frames, bench/pupil_confidence.py.
+# not to be trusted: calibrated on rendered frames, experiments/pupil_confidence.py.
 VISIBLE_BINS = 24
 PROBABILITY_POWER = 4
 RESIDUAL_SCALE_PX = 2.0

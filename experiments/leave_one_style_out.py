@@ -1,10 +1,10 @@
 """Leave-one-style-out: how a model trained on some camera styles does on a style it never saw.
 
-    python -m bench.leave_one_style_out [--out loso] [--epochs 4] [--frames-per-epoch 400]
+    python -m experiments.leave_one_style_out [--out loso] [--epochs 4] [--frames-per-epoch 400]
 
 Four short runs of `make pretrain`'s pipeline (scripts/pretrain.py, configs/pretrain.yaml) at
 one budget: all three real-camera styles, then each style left out of both the rendered stream
-and the on-disk validation set. Each is scored on fresh frames of every style (bench.transfer),
+and the on-disk validation set. Each is scored on fresh frames of every style (experiments.transfer),
 so a held-out style's cell compares with the all-styles run's cell of the same style. A rerun
 continues stopped runs and re-scores finished ones. Prints a Markdown table; OUT/loso.json.
 """

@@ -1,7 +1,7 @@
 """Your own camera, measured: fine-tuning on 10 / 30 / 100 labelled frames and adaptation on
 unlabelled ones, on rendered frames of a camera style the starting model never saw.
 
-    python -m bench.own_camera --work /tmp/own_camera [--init weights/default.pt] [--style oblique]
+    python -m experiments.own_camera --work /tmp/own_camera [--init weights/default.pt] [--style oblique]
                                [--sizes 0,10,30,100] [--adapt '--rounds 0'] [--set KEY=VALUE ...] [--json out.json]
 
 The people (rendered sequences, `python -m dataset.synthetic --style STYLE`, every frame labelled):
@@ -11,7 +11,7 @@ frames of one person (N <= 10) or of two (N/2 each); the validation split (fold_
 picks best.pt) is 20 later frames of the same people, as in the issue's hidden check. Scores, the
 project's mIoU through segment.py's engine (hflip):
 - `target`: the target person's last 50 frames (never seen by any run, labels or not);
-- `others`: 60 fresh frames of the style (other people, bench.transfer's seed).
+- `others`: 60 fresh frames of the style (other people, experiments.transfer's seed).
 
 Every run is the real command line: train.py --config configs/finetune.yaml --init INIT (with
 --set overrides, to compare recipes) and adapt.py. Nothing is kept but WORK and the JSON.
@@ -33,8 +33,8 @@ import numpy as np
 if not __package__:  # run as a file: import from the repo root, as with -m
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.transfer import score_styles
 from evaluation.metrics import SegmentationMeter
+from experiments.transfer import score_styles
 from inference.frames import Frame
 from inference.segmenter import Segmenter
 from utils.atomic import write_text_atomic

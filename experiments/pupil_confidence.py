@@ -1,6 +1,6 @@
 """Calibrate pupil_confidence on rendered frames: the threshold below which the bad pupils lie.
 
-    python -m bench.pupil_confidence [--checkpoints weights/default.pt] [--frames 600] [--seed 0]
+    python -m experiments.pupil_confidence [--checkpoints weights/default.pt] [--frames 600] [--seed 0]
         [--check-frames 300] [--check-seed 1] [--tta hflip] [--json out.json]
 
 Frame i of dataset/synthetic/stream.RenderedFrames (the headset, closeup and remote styles in
@@ -29,10 +29,10 @@ import numpy as np
 if not __package__:  # run as a file: import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench import publish
 from dataset.synthetic.render import EyeSequence
 from dataset.synthetic.stream import SEQUENCE_FRAMES, RenderedFrames
 from evaluation.measure import PUPIL, PUPIL_CONFIDENCE_THRESHOLD
+from experiments import publish
 from inference.frames import Frame
 from inference.segmenter import Segmenter
 from utils.errors import cli_entry

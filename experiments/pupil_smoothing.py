@@ -1,6 +1,6 @@
 """segment.py --smooth on a real video: fixation jitter and accuracy, raw and smoothed.
 
-    python -m bench.pupil_smoothing [--checkpoints weights/default.pt]
+    python -m experiments.pupil_smoothing [--checkpoints weights/default.pt]
         [--video ../shared/real/deepvog/demo.mp4] [--ellipses VIDEO_FOLDER/pupil_ellipses.json]
         [--tta hflip] [--json out.json]
 
@@ -18,7 +18,7 @@ frame without an ellipse restarts it). The video is read where it lies, never co
 - impossible ellipses: rows longer than the frame's diagonal or centred outside the frame (the
   issue counted 35 of 1,112 on this video with the demo's models), and refused fits;
 - pupil_confidence against the labels, a check of its calibration on rendered frames
-  (bench/pupil_confidence.py): of the frames more than 2 px from the labelled centre, and of the
+  (experiments/pupil_confidence.py): of the frames more than 2 px from the labelled centre, and of the
   others, the share below evaluation.measure.PUPIL_CONFIDENCE_THRESHOLD.
 """
 
@@ -36,10 +36,10 @@ import numpy as np
 if not __package__:  # run as a file: import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench import publish
-from bench.real_eye import DEFAULT_VIDEO
 from evaluation.measure import PUPIL_CONFIDENCE_THRESHOLD
 from evaluation.smoothing import PupilSmoother
+from experiments import publish
+from experiments.real_eye import DEFAULT_VIDEO
 from inference.segmenter import Segmenter
 from utils.errors import InputError, cli_entry
 

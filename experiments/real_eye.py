@@ -1,6 +1,6 @@
 """Pupils on a real eye video with labelled pupil ellipses (DeepVOG's demo video in ../shared/real).
 
-    python -m bench.real_eye --checkpoints weights/default.pt
+    python -m experiments.real_eye --checkpoints weights/default.pt
         [--video ../shared/real/deepvog/demo.mp4] [--ellipses VIDEO_FOLDER/pupil_ellipses.json]
         [--tta hflip] [--json out.json]
 

@@ -13,8 +13,8 @@ leakage rule keeps every frame) -> train a student from scratch on real + pseudo
 (config pseudo.share, by default half of each epoch, so an epoch has twice the images) ->
 score it; `pseudo2` repeats that from the student.
 
-    python -m bench.recipe_search --out runs/search --gpu 0 --parallel 4 --workers 3
-    python -m bench.recipe_search --out runs/search --variants pseudo1 e2x --folds 0
+    python -m experiments.recipe_search --out runs/search --gpu 0 --parallel 4 --workers 3
+    python -m experiments.recipe_search --out runs/search --variants pseudo1 e2x --folds 0
 
 Results: OUT/results.jsonl (one line per scored model, appended as they finish) and
 OUT/results.md (the table, rewritten after each).
@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-if not __package__:  # run as a file (python bench/recipe_search.py): import from the repo root, as with -m
+if not __package__:  # run as a file (python experiments/recipe_search.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from config.schema import load_config

@@ -1,6 +1,6 @@
 """Transfer across camera styles: mIoU of checkpoints on freshly rendered frames of each style.
 
-    python -m bench.transfer --checkpoints weights/default.pt [--styles classic,headset,closeup,remote]
+    python -m experiments.transfer --checkpoints weights/default.pt [--styles classic,headset,closeup,remote]
                              [--frames 60] [--seed 12345] [--json scores.json]
 
 Frames come from dataset/synthetic/stream.RenderedFrames with a seed of their own, so none of

@@ -7,8 +7,8 @@ Stages, each the command a user would type (printed before it runs):
 2. train.py with configs/pretrain.yaml: every epoch `data.render.frames_per_epoch` new rendered
    frames (never written to disk), a progress bar per epoch and the time left after the first;
 3. the best checkpoint released as fp16 weights with a JSON card (models/release.py) in
-   OUT/weights/default.pt, scored on freshly rendered frames of every style (bench.transfer)
-   and, when the DeepVOG video of ../shared/real is there, on its pupils (bench.real_eye).
+   OUT/weights/default.pt, scored on freshly rendered frames of every style (experiments.transfer)
+   and, when the DeepVOG video of ../shared/real is there, on its pupils (experiments.real_eye).
 
 Copy OUT/weights/default.* to weights/ to ship it (only when it scores better: every version
 stays in git history). A rerun continues a stopped training (`--resume auto`).
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> None:
 
     scores = out / "scores"
     scores.mkdir(parents=True, exist_ok=True)
-    stage("score styles", "-m", "bench.transfer", "--checkpoints", best, "--frames", args.score_frames,
+    stage("score styles", "-m", "experiments.transfer", "--checkpoints", best, "--frames", args.score_frames,
           "--json", scores / "styles.json")
     card_scores = {"rendered": json.loads((scores / "styles.json").read_text())}
     ellipses = args.real_video.parent / "pupil_ellipses.json"
     if args.real_video.is_file() and ellipses.is_file():
-        stage("score real video", "-m", "bench.real_eye", "--checkpoints", best, "--video", args.real_video,
+        stage("score real video", "-m", "experiments.real_eye", "--checkpoints", best, "--video", args.real_video,
               "--json", scores / "real_eye.json")
         card_scores["deepvog_video"] = json.loads((scores / "real_eye.json").read_text())
     resolved = load_config(runs / "pretrain" / "fold_0" / "config.yaml")

@@ -12,6 +12,7 @@ from conftest import ROOT
 # Lower number = lower layer. A module may import its own package or a package of a LOWER layer.
 LAYERS: dict[str, int] = {
     "utils": 0,
+    "tools": 0,
     "config": 1,
     "dataset": 1,
     "losses": 1,
@@ -23,6 +24,7 @@ LAYERS: dict[str, int] = {
     "viz": 4,
     "scripts": 5,
     "bench": 5,
+    "experiments": 5,
 }
 ENTRY_SCRIPTS = {"train", "predict_ensemble", "validate", "segment", "export", "adapt"}
 

@@ -99,7 +99,7 @@ def _avx2_probe(env: dict[str, str]) -> dict:
 @pytest.fixture
 def avx2_limited_env() -> dict[str, str]:
     """bench.avx2's environment with its CPUID layer; the test is skipped where there is none."""
-    from bench.avx2 import avx2_env, cpuid_library
+    from tools.avx2 import avx2_env, cpuid_library
 
     library, why = cpuid_library()
     if library is None:
@@ -110,7 +110,7 @@ def avx2_limited_env() -> dict[str, str]:
 def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own(avx2_limited_env: dict[str, str]) -> None:
     """bench.avx2's CPUID layer: numpy (like onnxruntime) has no AVX2 cap of its own, yet sees none of
     AVX-512; torch sees AVX2 from CPUID alone, without its variables."""
-    from bench.avx2 import AVX2_ENV
+    from tools.avx2 import AVX2_ENV
 
     env = avx2_limited_env
     assert _avx2_probe(env) == {"torch": "AVX2", "numpy_avx512f": False, "numpy_avx2": True}
@@ -146,7 +146,7 @@ def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(tmp_path: Path, avx
 
 
 def test_avx2_limit_without_cpuid_faulting_keeps_the_pytorch_variables(monkeypatch, capsys) -> None:
-    import bench.avx2 as avx2
+    import tools.avx2 as avx2
 
     monkeypatch.setattr(avx2, "_has_cpuid_faulting", lambda: False)
     env = avx2.avx2_env({"PATH": "/usr/bin"})
@@ -171,7 +171,7 @@ def test_avx2_runs_as_a_module_without_a_warning_or_pytorch() -> None:
 def test_student_latency_table_marks_onnxruntime_cells_that_are_not_avx2() -> None:
     """bench.student times the student with both runtimes, natively and under bench.avx2; an
     onnxruntime AVX2 cell is marked "*" exactly when the CPUID layer could not be used."""
-    from bench.avx2 import cpuid_library
+    from tools.avx2 import cpuid_library
 
     proc = run_script("-m", "bench.student", "--models", "student", "--runs", 2)
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| student |"))

@@ -1,4 +1,4 @@
-"""bench.real_eye's reading of labelled pupil ellipses (made with cv2.fitEllipse, as the real
+"""experiments.real_eye's reading of labelled pupil ellipses (made with cv2.fitEllipse, as the real
 video's labels are): a label drawn back covers the pupil it was fitted to."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.real_eye import _filled
+from experiments.real_eye import _filled
 
 
 @pytest.mark.parametrize("angle", [0, 30, 80, 120, 165])

@@ -5,7 +5,7 @@
 
 Two layers, both set in the command's environment:
 - ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2: PyTorch's own caps (ATen, oneDNN);
-- bench/avx2_cpuid.c, built once with the system's C compiler and loaded with LD_PRELOAD: the
+- tools/avx2_cpuid.c, built once with the system's C compiler and loaded with LD_PRELOAD: the
   CPUID instruction answers with AVX-512, AVX-VNNI and AMX hidden, so libraries without a cap of
   their own (onnxruntime's MLAS, numpy, OpenCV) choose their AVX2 kernels too; GLIBC_TUNABLES does
   the same for glibc, which reads CPUID before any library loads.
@@ -52,7 +52,7 @@ def cpuid_library() -> tuple[Path | None, str]:
         return None, "this CPU or VM has no CPUID faulting (no cpuid_fault in /proc/cpuinfo)"
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
-        return None, "no C compiler (cc) to build bench/avx2_cpuid.c"
+        return None, "no C compiler (cc) to build tools/avx2_cpuid.c"
     source = SOURCE.read_bytes()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openeds-seg"
     library = cache / f"avx2_cpuid-{hashlib.sha256(source).hexdigest()[:12]}.so"

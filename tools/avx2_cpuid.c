@@ -7,11 +7,11 @@
  * flag) makes each CPUID a fault instead: this library, loaded with LD_PRELOAD, turns it on at
  * start-up and answers each faulting CPUID itself with the real values minus those feature bits.
  * The kernels then run natively, only chosen as on an AVX2 machine (Intel Haswell to Comet Lake,
- * AMD Zen 1-3). Built and run by bench/avx2.py; checked by tests/test_bench_avx2.py.
+ * AMD Zen 1-3). Built and run by tools/avx2.py; checked by tests/test_bench.py.
  *
  * Libraries read CPUID once when they load, so the cost is a fault per read, not per kernel.
  * glibc reads it before any library's constructor runs: its own string functions are limited
- * by GLIBC_TUNABLES instead (bench/avx2.py sets both). OPENEDS_CPUID_VERBOSE=1 prints the number
+ * by GLIBC_TUNABLES instead (tools/avx2.py sets both). OPENEDS_CPUID_VERBOSE=1 prints the number
  * of CPUIDs answered when the process exits.
  *
  * The SIGSEGV handler must stay installed: PyTorch's DataLoader workers, Python's faulthandler
