@@ -29,9 +29,7 @@ from utils.errors import cli_entry
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = AdaptSettings()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=HelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--init",
         required=True,

@@ -31,9 +31,7 @@ CALIBRATION_FRAMES = 16  # rendered eyes (seed 1) that set int8 scales without -
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=HelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument("--checkpoint", type=Path, help="one checkpoint (.pt, its config embedded)")
     models.add_argument("--ensemble", type=Path, help="ensemble YAML (members, weights, tta)")
@@ -71,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         paths = [frames.image_path(key) for key in read_sample_list(in_data_dir(args.calibration, data_dir))]
         calibration, calibration_source = calibration_frames(paths)
     elif args.int8:
-        calibration, calibration_source = eye_frames(CALIBRATION_FRAMES, seed=1), f"{CALIBRATION_FRAMES} synthetic eye frames"
+        calibration, calibration_source = (
+            eye_frames(CALIBRATION_FRAMES, seed=1),
+            f"{CALIBRATION_FRAMES} synthetic eye frames",
+        )
     members = load_members(spec, source)
     settings = ExportSettings(
         args.out,

@@ -51,11 +51,12 @@ DEFAULT_ENSEMBLE = Path(__file__).resolve().parent / "configs" / "ensemble.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=HelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder"
+        "--data-dir",
+        required=True,
+        type=Path,
+        help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder",
     )
     parser.add_argument(
         "--label-file",
@@ -65,7 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "is read from --data-dir",
     )
     parser.add_argument(
-        "--save-dir", "--out", dest="save_dir", type=Path, help="predictions: S_k/<n>.npy (or <name>.npy) and output.txt"
+        "--save-dir",
+        "--out",
+        dest="save_dir",
+        type=Path,
+        help="predictions: S_k/<n>.npy (or <name>.npy) and output.txt",
     )
     models = parser.add_mutually_exclusive_group()
     models.add_argument(
@@ -79,12 +84,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tta", choices=TTA_NAMES, help=f"overrides the ensemble file's (default {DEFAULT_TTA})"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on the CPU, the faster there)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="frames per batch (default: 8 on CUDA, 1 on the CPU, the faster there)",
     )
     parser.add_argument(
-        "--workers", type=int, help="DataLoader workers decoding PNGs (default: 2 on CUDA; on a CPU 0 with <= 2 cores, else 2)"
+        "--workers",
+        type=int,
+        help="DataLoader workers decoding PNGs (default: 2 on CUDA; on a CPU 0 with <= 2 cores, else 2)",
     )
-    parser.add_argument("--gpu", help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:0 if present)")
+    parser.add_argument(
+        "--gpu",
+        help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:0 if present)",
+    )
     parser.add_argument(
         "--precision",
         choices=["auto", *PRECISIONS],
@@ -128,8 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.save_dir is None and args.pseudo_dir is None and args.probs_dir is None:
-        raise InputError("give --save-dir (predictions), --pseudo-dir (pseudo-labels) and/or --probs-dir (a teacher)")
-    if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
+        raise InputError(
+            "give --save-dir (predictions), --pseudo-dir (pseudo-labels) and/or --probs-dir (a teacher)"
+        )
+    if (args.batch_size is not None and args.batch_size < 1) or (
+        args.workers is not None and args.workers < 0
+    ):
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if not (0 < args.threshold <= 1 and 0 <= args.min_confident <= 1):
         raise InputError("--threshold must be in (0, 1] and --min-confident in [0, 1]")

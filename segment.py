@@ -56,9 +56,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=HelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     models = parser.add_mutually_exclusive_group()
     models.add_argument(
         "--checkpoints", nargs="+",
@@ -136,7 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def open_preview(title: str) -> Callable[[SegmentResult], bool]:
     """A window showing each segmented frame; the callable returns False once q or Esc is pressed."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         raise InputError("--preview needs a display (no DISPLAY or WAYLAND_DISPLAY is set)")
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = args.checkpoints
     if checkpoints is None and args.ensemble is None:  # a user's own models always win
         if not DEFAULT_WEIGHTS.is_file():
-            raise InputError("no model named (--checkpoints or --ensemble) and the default model is missing", DEFAULT_WEIGHTS)
+            raise InputError(
+                "no model named (--checkpoints or --ensemble) and the default model is missing",
+                DEFAULT_WEIGHTS,
+            )
         checkpoints = [str(DEFAULT_WEIGHTS)]
     preview = open_preview(source.label) if args.preview else None
     segmenter = Segmenter.from_checkpoints(
@@ -194,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         drop=False if args.no_drop else None, preview=preview,
     )  # fmt: skip
     if source.is_stream and summary.frames:
-        plot_pupil(read_measurements(args.out / "measurements.csv"), args.out / "pupil.png", title=source.label)
+        plot_pupil(
+            read_measurements(args.out / "measurements.csv"), args.out / "pupil.png", title=source.label
+        )
     print(
         f"segmented {summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s "
         f"({summary.engine_frames_per_s:.1f} frames/s in the engine); {len(summary.blinks)} blinks; "

@@ -1,9 +1,9 @@
 """Train one fold: config + data dir -> runs/<config>/fold_<k>/ with checkpoints and history.
 
-    python train.py --config configs/cpu_fast.yaml --data-dir data/synthetic --fold 0
-    torchrun --nproc_per_node=2 train.py --config ... --fold 0          # DDP (NCCL / gloo)
-    python train.py --config configs/student.yaml ... --teacher teacher/   # distil a teacher's soft targets
-    python train.py --config C --data-dir D --fold 0 --init weights/default.pt   # fine-tune a trained model
+python train.py --config configs/cpu_fast.yaml --data-dir data/synthetic --fold 0
+torchrun --nproc_per_node=2 train.py --config ... --fold 0          # DDP (NCCL / gloo)
+python train.py --config configs/student.yaml ... --teacher teacher/   # distil a teacher's soft targets
+python train.py --config C --data-dir D --fold 0 --init weights/default.pt   # fine-tune a trained model
 """
 
 from __future__ import annotations
@@ -39,12 +39,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="YAML or JSON experiment config")
     parser.add_argument(
-        "--data-dir", required=True, type=Path, help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder"
+        "--data-dir",
+        required=True,
+        type=Path,
+        help="OpenEDS 2020 layout root, or a plain images/ + masks/ folder",
     )
     parser.add_argument("--fold", required=True, type=int, help="fold index (fold_<k>_train/val.txt)")
     parser.add_argument("--folds-dir", type=Path, help="where the fold files are (default: the data dir)")
-    parser.add_argument("--gpu", default=None, help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:LOCAL_RANK if present)")
-    parser.add_argument("--output-dir", "--out", dest="output_dir", type=Path, default=Path("runs"), help="runs folder: <out>/<name>/fold_<k>")
+    parser.add_argument(
+        "--gpu",
+        default=None,
+        help="CUDA device(s) by torch's numbering: 0, or 0,1 (local rank r takes the r-th); 'cpu' forces the CPU (default: cuda:LOCAL_RANK if present)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        "--out",
+        dest="output_dir",
+        type=Path,
+        default=Path("runs"),
+        help="runs folder: <out>/<name>/fold_<k>",
+    )
     parser.add_argument("--name", help="run name (default: the config's file name)")
     parser.add_argument("--resume", help="'auto' (last.pt of this run if any) or a checkpoint path")
     parser.add_argument(
@@ -54,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "in_channels, num_classes, input.scale, input.normalize), encoder_weights is not read. A run that "
         "--resume continues keeps its own weights: --init is then ignored",
     )  # fmt: skip
-    parser.add_argument("--pseudo-dir", type=Path, help="pseudo-labels (from predict_ensemble.py --pseudo-dir)")
+    parser.add_argument(
+        "--pseudo-dir", type=Path, help="pseudo-labels (from predict_ensemble.py --pseudo-dir)"
+    )
     parser.add_argument(
         "--teacher", type=Path,
         help="distil from a teacher: a folder from predict_ensemble.py --probs-dir, or an ensemble YAML "
@@ -77,25 +93,37 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def trained_on_keys(train_keys: list[str], pseudo_dir: Path | None, teacher: Teacher | None = None) -> list[str]:
+def trained_on_keys(
+    train_keys: list[str], pseudo_dir: Path | None, teacher: Teacher | None = None
+) -> list[str]:
     """What this run learns from: its labels, and what the models behind its pseudo-labels or teacher learned."""
     inherited = read_pseudo_manifest(pseudo_dir)["trained_on"] if pseudo_dir else []
     inherited += teacher.trained_on if teacher else []
     return sorted(set(train_keys) | set(inherited))
 
 
-def prepare_teacher(args: argparse.Namespace, config: Config, index: OpenEDSIndex | FolderIndex, val_keys: list[str],
-                    run_dir: Path, device: torch.device) -> Teacher | None:
+def prepare_teacher(
+    args: argparse.Namespace,
+    config: Config,
+    index: OpenEDSIndex | FolderIndex,
+    val_keys: list[str],
+    run_dir: Path,
+    device: torch.device,
+) -> Teacher | None:
     """--teacher: a cached folder, or an ensemble YAML cached now (rank 0); the leakage rule applied."""
     if args.teacher is None:
         return None
     if args.pseudo_dir is not None:
-        raise InputError("--teacher and --pseudo-dir: give one of them (distil from the ensemble instead of its labels)")
+        raise InputError(
+            "--teacher and --pseudo-dir: give one of them (distil from the ensemble instead of its labels)"
+        )
     folder = args.teacher
     if args.teacher.is_file():
         cache = run_dir.parent / f"teacher_fold_{args.fold}"
         folds_dir = args.folds_dir or args.data_dir
-        folder = distributed.from_main(lambda: cache_teacher(args.teacher, args.data_dir, folds_dir, val_keys, cache, device))
+        folder = distributed.from_main(
+            lambda: cache_teacher(args.teacher, args.data_dir, folds_dir, val_keys, cache, device)
+        )
     return load_teacher(folder, val_keys, index.labeled, config.num_classes)
 
 
@@ -141,8 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     teacher = prepare_teacher(args, config, index, val_keys, run_dir, device)
     seed_everything(config.seed)
     loaders = build_loaders(
-        config, index, train_keys, val_keys, pseudo_dir=args.pseudo_dir, pseudo_keys=pseudo_keys, teacher=teacher,
-        workers=config.data.workers if args.workers is None else args.workers, seed=config.seed,
+        config,
+        index,
+        train_keys,
+        val_keys,
+        pseudo_dir=args.pseudo_dir,
+        pseudo_keys=pseudo_keys,
+        teacher=teacher,
+        workers=config.data.workers if args.workers is None else args.workers,
+        seed=config.seed,
         pin_memory=device.type == "cuda",
     )
 
@@ -159,7 +194,17 @@ def main(argv: list[str] | None = None) -> None:
     history = History(run_dir / "history.csv")
     trained_on = trained_on_keys(train_keys, args.pseudo_dir, teacher)
     start = start_or_resume(
-        resume_path, run_dir, args.fold, config, trained_on, history, model, optimizer, scheduler, scaler, args.init
+        resume_path,
+        run_dir,
+        args.fold,
+        config,
+        trained_on,
+        history,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        args.init,
     )
     if start.resumed_from is not None:
         log(f"resumed {start.resumed_from} at epoch {start.epoch} (best mIoU {start.best_miou:.4f})")
@@ -180,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
             f"leakage rule), share {config.distill.share}, weight {config.distill.weight}, temperature {config.distill.temperature}")  # fmt: skip
     render = config.data.render
     if render.frames_per_epoch:
-        log(f"rendered frames: {render.frames_per_epoch} new ones every epoch, styles {', '.join(render.styles)}")
+        log(
+            f"rendered frames: {render.frames_per_epoch} new ones every epoch, styles {', '.join(render.styles)}"
+        )
     log(
         f"fold {args.fold}: {len(train_keys)} train + {len(pseudo_keys or [])} pseudo-labelled frames, "
         f"{len(val_keys)} val, {config.optimizer.schedule.epochs} epochs on {device} x{distributed.world_size()} -> {run_dir}"

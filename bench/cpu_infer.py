@@ -95,7 +95,9 @@ def _export(members: list[Member], out: Path, tta: str, int8: bool, calibration:
     # Any agreement is accepted here: the tables report it against the recipe's loop.
     frames, source = None, None
     if int8:  # the list's frames; rendered eyes where the data has none to spare (the tests' tiny sets)
-        frames, source = calibration_frames(calibration) if calibration else (eye_frames(16, 1), "16 synthetic eye frames")
+        frames, source = (
+            calibration_frames(calibration) if calibration else (eye_frames(16, 1), "16 synthetic eye frames")
+        )
     settings = ExportSettings(
         out, eye_frames(8, seed=0), tta=tta, int8=int8, calibration=frames, calibration_source=source,
         min_agreement=0.0,

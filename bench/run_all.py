@@ -99,8 +99,16 @@ def _predict_table(rows: list[dict]) -> list[str]:
 
 BEGIN, END = "<!-- bench:begin (written by `make bench`, bench/run_all.py) -->", "<!-- bench:end -->"
 # The AVX2-limited pass has a block of its own, after the native one.
-AVX2_BEGIN, AVX2_END = "<!-- bench-avx2:begin (written by `make bench`, bench/run_all.py) -->", "<!-- bench-avx2:end -->"
-QUICK_LEVERS = ("engine default", "batch 1 + channels_last", "bf16 autocast", "batch 1 + channels_last + bf16")
+AVX2_BEGIN, AVX2_END = (
+    "<!-- bench-avx2:begin (written by `make bench`, bench/run_all.py) -->",
+    "<!-- bench-avx2:end -->",
+)
+QUICK_LEVERS = (
+    "engine default",
+    "batch 1 + channels_last",
+    "bf16 autocast",
+    "batch 1 + channels_last + bf16",
+)
 
 
 def render_section(machine: dict, command: str, minutes: float, body: list[str], markers=(BEGIN, END)) -> str:
@@ -152,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--quick", action="store_true", help="only the rows that differ between CPUs")
     parser.add_argument(
-        "--checkpoints", nargs=2, help="two trained checkpoints for the CPU tables (default: make demo's, else random init)"
+        "--checkpoints",
+        nargs=2,
+        help="two trained checkpoints for the CPU tables (default: make demo's, else random init)",
     )
     parser.add_argument("--data-dir", type=Path, help="their data dir (test.txt frames are predicted)")
     args = parser.parse_args(argv)

@@ -211,7 +211,9 @@ def throughput(args: argparse.Namespace) -> None:
         write_eye_video(short, frames=min(args.frames, args.teacher_frames), fps=30.0, size=(640, 400))
         rows = []
         if args.student:
-            rows.append(("student (ONNX, 1 view)", [_export(args.student, tmp_path / "student.onnx")], "none"))
+            rows.append(
+                ("student (ONNX, 1 view)", [_export(args.student, tmp_path / "student.onnx")], "none")
+            )
         member = _export(args.member, tmp_path / "member.onnx")
         rows.append(("teacher member (ONNX, 1 view)", [member], "none"))
         rows.append(("teacher ensemble (PyTorch, 2 members x hflip)", [str(args.member)] * 2, "hflip"))
@@ -225,13 +227,18 @@ def throughput(args: argparse.Namespace) -> None:
         for name, models, tta in rows:
             fps = {}
             for mode in MODES:
-                runs = [_child(models, tta, short if "ensemble" in name else video, mode) for _ in range(args.runs)]
+                runs = [
+                    _child(models, tta, short if "ensemble" in name else video, mode)
+                    for _ in range(args.runs)
+                ]
                 fps[mode] = statistics.median(runs)
             results[name] = fps
             print(f"| {name} | {fps['bare']:.1f} | {fps['workers 0']:.1f} | {fps['default']:.1f} | "
                   f"x{fps['default'] / fps['bare']:.2f} | x{fps['default'] / fps['workers 0']:.2f} |", flush=True)  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "isa": isa_limit(), "fps": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"machine": info, "isa": isa_limit(), "fps": results}, indent=1)
+        )
 
 
 def _export(checkpoint: Path, out: Path) -> str:
@@ -244,21 +251,33 @@ def _child(models: list[str], tta: str, video: Path, mode: str) -> float:
     """one_run in a fresh process."""
     spec = json.dumps({"models": models, "tta": tta, "video": str(video), "mode": mode})
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.segment", "--child", spec], cwd=ROOT, check=True, capture_output=True, text=True
+        [sys.executable, "-m", "bench.segment", "--child", spec],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return float(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", type=Path, help="a student checkpoint (train.py --config configs/student.yaml)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--student", type=Path, help="a student checkpoint (train.py --config configs/student.yaml)"
+    )
     parser.add_argument("--member", type=Path, default=DEFAULT_MEMBER, help="a teacher member checkpoint")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--teacher-frames", type=int, default=60, help="frames for the slow teacher ensemble")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--accuracy", action="store_true", help="the accuracy tables instead (module docstring)")
-    parser.add_argument("--checkpoints", nargs="+", default=[DEFAULT_CHECKPOINTS], help="--accuracy: paths or globs")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="the accuracy tables instead (module docstring)"
+    )
+    parser.add_argument(
+        "--checkpoints", nargs="+", default=[DEFAULT_CHECKPOINTS], help="--accuracy: paths or globs"
+    )
     parser.add_argument("--size", default="320x200", help="--accuracy: WIDTHxHEIGHT of the video")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="--accuracy")
     parser.add_argument("--tta", default="hflip", help="--accuracy")

@@ -113,7 +113,12 @@ def run_training(work_dir: Path, epochs: int = 2, log: Callable[[str], None] = p
     log(f"naive loop: {naive:.2f} images/s")
     variants = [
         ("train.py loop", config, False, "cached frames, uint8 batches, loss at network size, fp32"),
-        ("train.py loop, cpu_bf16", load_config(TRAIN_CONFIG, ["cpu_bf16=true", "channels_last=false"]), False, "bf16 autocast"),
+        (
+            "train.py loop, cpu_bf16",
+            load_config(TRAIN_CONFIG, ["cpu_bf16=true", "channels_last=false"]),
+            False,
+            "bf16 autocast",
+        ),
         ("train.py loop, channels_last", config, True, "fp32, channels_last weights"),
     ]
     for name, variant_config, channels_last, note in variants:

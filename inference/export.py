@@ -90,8 +90,15 @@ def export_members(members: list[Member], settings: ExportSettings) -> dict[str,
     if settings.tta not in FUSABLE_TTA:
         raise InputError(f"--tta must be {' or '.join(FUSABLE_TTA)} for an export, got {settings.tta!r}")
     frames = settings.check_frames
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (1, HEIGHT, WIDTH) or not len(frames):
-        raise InputError(f"check frames must be (N, 1, {HEIGHT}, {WIDTH}) uint8, got {frames.shape} {frames.dtype}")
+    if (
+        frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[1:] != (1, HEIGHT, WIDTH)
+        or not len(frames)
+    ):
+        raise InputError(
+            f"check frames must be (N, 1, {HEIGHT}, {WIDTH}) uint8, got {frames.shape} {frames.dtype}"
+        )
     if settings.int8 and settings.calibration is None:
         raise InputError("an int8 export needs calibration frames")
     models = [(member.model.cpu().eval(), member.weight) for member in members]
@@ -105,7 +112,9 @@ def export_members(members: list[Member], settings: ExportSettings) -> dict[str,
             quantize_int8(fp32, tmp, settings.calibration)
         logits = onnx_session(tmp).run([OUTPUT_NAME], {INPUT_NAME: frames})[0]
         # The reference: the engine as every script builds it, pinned to fp32 on the CPU.
-        engine = Predictor.build(members, tta=settings.tta, device=torch.device("cpu"), precision="fp32").engine
+        engine = Predictor.build(
+            members, tta=settings.tta, device=torch.device("cpu"), precision="fp32"
+        ).engine
         reference = engine.logits(torch.from_numpy(frames)).numpy()
         agree = agreement(logits, reference)
         threshold = THRESHOLDS[precision] if settings.min_agreement is None else settings.min_agreement
@@ -157,7 +166,9 @@ def export_members(members: list[Member], settings: ExportSettings) -> dict[str,
             "frames": len(frames),
             "against": f"the PyTorch engine in fp32 (same members and views) on {settings.check_source}",
         },
-        "calibration": (settings.calibration_source or f"{len(settings.calibration)} frames") if settings.int8 else None,
+        "calibration": (settings.calibration_source or f"{len(settings.calibration)} frames")
+        if settings.int8
+        else None,
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }

@@ -27,6 +27,7 @@ from utils.errors import InputError
 
 __all__ = ["Member", "load_members", "ensemble_members"]
 
+
 @dataclass
 class Member:
     """One loaded model of the ensemble and what identifies it."""
@@ -72,14 +73,26 @@ def _onnx_member(path: Path, weight: float, config: Config | None) -> Member:
     info = model.info
     if config is None:
         try:
-            config = config_from_dict(info["sources"][0]["config"], f"{model_json_path(path)} (sources[0].config)")
+            config = config_from_dict(
+                info["sources"][0]["config"], f"{model_json_path(path)} (sources[0].config)"
+            )
         except (IndexError, KeyError, TypeError):
-            raise InputError("model.json: 'sources' must list the exported checkpoints with their configs", model_json_path(path)) from None
+            raise InputError(
+                "model.json: 'sources' must list the exported checkpoints with their configs",
+                model_json_path(path),
+            ) from None
     if int(info["num_classes"]) != config.num_classes:
-        raise InputError(f"model.json: num_classes {info['num_classes']} but its config has {config.num_classes}", model_json_path(path))
+        raise InputError(
+            f"model.json: num_classes {info['num_classes']} but its config has {config.num_classes}",
+            model_json_path(path),
+        )
     trained_on = info.get("trained_on")
-    if trained_on is not None and not (isinstance(trained_on, list) and all(isinstance(k, str) for k in trained_on)):
-        raise InputError("model.json: 'trained_on' must be a list of label keys like 'S_0/3'", model_json_path(path))
+    if trained_on is not None and not (
+        isinstance(trained_on, list) and all(isinstance(k, str) for k in trained_on)
+    ):
+        raise InputError(
+            "model.json: 'trained_on' must be a list of label keys like 'S_0/3'", model_json_path(path)
+        )
     digest = hashlib.sha256((file_sha256(path) + file_sha256(model_json_path(path))).encode()).hexdigest()
     return Member(path, weight, model.eval(), config, trained_on, digest)
 

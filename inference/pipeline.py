@@ -178,7 +178,9 @@ class OrderedPipeline:
                     break
                 else:  # drop mode and no room: hand the frame back as dropped, in its place
                     self.dropped += 1
-                    self._file(number, "dropped", [DroppedFrame(item.index, item.time_s, item.name, item.source)])
+                    self._file(
+                        number, "dropped", [DroppedFrame(item.index, item.time_s, item.name, item.source)]
+                    )
                     number += 1
                     continue
                 if len(batch) == self.batch_size:

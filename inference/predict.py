@@ -90,7 +90,8 @@ def auto_min_area(data_dir: Path, members: list[Member]) -> tuple[int, ...]:
     for member in members:
         if not member.trained_on:
             raise InputError(
-                "--min-area auto needs checkpoints that record their training labels; give a number", member.checkpoint
+                "--min-area auto needs checkpoints that record their training labels; give a number",
+                member.checkpoint,
             )
     keys = sorted({key for member in members for key in member.trained_on or []})
     classes = members[0].config.num_classes
@@ -335,9 +336,13 @@ def run_prediction(job: PredictJob, predictor: Predictor, log: Callable[[str], N
             raise InputError("the pseudo-label dir must differ from the save dir", pseudo_dir)
         folders.append((_pseudo_folder(pseudo_dir), _fingerprint(job, predictor, pseudo=True)))
     if job.probs_dir is not None:
-        others = [path.resolve() for path in (job.data_dir, job.save_dir, job.pseudo and job.pseudo.out_dir) if path]
+        others = [
+            path.resolve() for path in (job.data_dir, job.save_dir, job.pseudo and job.pseudo.out_dir) if path
+        ]
         if job.probs_dir.resolve() in others:
-            raise InputError("the probabilities dir must differ from the data, save and pseudo-label dirs", job.probs_dir)
+            raise InputError(
+                "the probabilities dir must differ from the data, save and pseudo-label dirs", job.probs_dir
+            )
         folders.append((_probs_folder(job.probs_dir), _fingerprint(job, predictor, pseudo=False, probs=True)))
     for folder, fingerprint in folders:  # all checks first: nothing is written if one fails
         _check_folder(folder, fingerprint, job.overwrite)
@@ -448,7 +453,9 @@ def _predict_pending(
         raise InputError(errors[0])
     if errors:
         shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
-        raise InputError(f"{len(errors)} frames could not be predicted (the others were saved): {shown}", job.data_dir)
+        raise InputError(
+            f"{len(errors)} frames could not be predicted (the others were saved): {shown}", job.data_dir
+        )
 
 
 def _finish(job: PredictJob, predictor: Predictor) -> RunResult:

@@ -40,7 +40,9 @@ def runtime_line(members: list[Member], device: torch.device, amp_dtype: torch.d
     the exported graphs among the members (onnxruntime runs them as they were exported)."""
     layout = channels_last_choice(members[0].config.channels_last, device)
     precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
-    line = f"precision: {precision} ({why}); channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
+    line = (
+        f"precision: {precision} ({why}); channels_last: {'on' if layout.value else 'off'} ({layout.reason})"
+    )
     graphs = sum(member.checkpoint.suffix.lower() == ".onnx" for member in members)
     if graphs:
         line += (

@@ -48,7 +48,10 @@ class KeyManifest(BaseModel):
 def read_pseudo_manifest(pseudo_dir: Path) -> dict:
     path = Path(pseudo_dir) / PSEUDO_MANIFEST
     if not path.is_file():
-        raise InputError(f"not a pseudo-label folder: no {PSEUDO_MANIFEST} (make one with predict_ensemble.py --pseudo-dir)", pseudo_dir)
+        raise InputError(
+            f"not a pseudo-label folder: no {PSEUDO_MANIFEST} (make one with predict_ensemble.py --pseudo-dir)",
+            pseudo_dir,
+        )
     return read_sidecar(path, KeyManifest, "pseudo-label manifest").model_dump()
 
 

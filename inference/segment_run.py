@@ -71,7 +71,15 @@ __all__ = [
 
 MASK_FORMATS = ("png", "npy", "labelme", "none")
 # What a run writes at the top of its folder; their presence marks a folder as holding a run.
-OUTPUT_NAMES = ("masks", "labelme", "overlays", "overlay.mp4", "measurements.csv", "pupil.png", "summary.json")
+OUTPUT_NAMES = (
+    "masks",
+    "labelme",
+    "overlays",
+    "overlay.mp4",
+    "measurements.csv",
+    "pupil.png",
+    "summary.json",
+)
 DEFAULT_CAMERA_FPS = 30.0
 
 
@@ -308,7 +316,9 @@ class _MeasurementsFile:
             keys = ("pupil_cx_smooth", "pupil_cy_smooth", "pupil_major_smooth")
             row |= dict(zip(keys, smooth or (None, None, None), strict=True))
             if self.options.in_mm:
-                row["pupil_diameter_mm_smooth"] = None if smooth is None or scale is None else smooth[2] * scale
+                row["pupil_diameter_mm_smooth"] = (
+                    None if smooth is None or scale is None else smooth[2] * scale
+                )
         self.missing = m.pupil_area == 0
         self._write(self.blinks.add(row, self.missing, result.time_s))
 

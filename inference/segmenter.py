@@ -45,7 +45,14 @@ from inference.predictor import Predictor
 from runtime.device import select_device
 from utils.errors import InputError
 
-__all__ = ["DroppedFrame", "Placement", "SegmentResult", "Segmenter", "default_workers", "place_in_model_frame"]
+__all__ = [
+    "DroppedFrame",
+    "Placement",
+    "SegmentResult",
+    "Segmenter",
+    "default_workers",
+    "place_in_model_frame",
+]
 
 
 def default_workers(device: torch.device) -> int:

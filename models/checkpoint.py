@@ -39,7 +39,13 @@ __all__ = [
 # What a state dict's shapes and the meaning of its weights depend on: the network and its
 # parameters, and what the network is fed (channels, the input scale, the normalisation).
 ARCHITECTURE_KEYS = (
-    "network", "encoder", "network_params", "in_channels", "num_classes", "input.scale", "input.normalize",
+    "network",
+    "encoder",
+    "network_params",
+    "in_channels",
+    "num_classes",
+    "input.scale",
+    "input.normalize",
 )
 
 
@@ -52,11 +58,15 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
         with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
             torch.save(payload, handle)
     except OSError as exc:
-        raise InputError(f"cannot write the checkpoint ({exc.strerror or exc}); the previous one is kept", path) from None
+        raise InputError(
+            f"cannot write the checkpoint ({exc.strerror or exc}); the previous one is kept", path
+        ) from None
     except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
         if "write" not in str(exc).lower():
             raise
-        raise InputError("cannot write the checkpoint (write failed: disk full?); the previous one is kept", path) from None
+        raise InputError(
+            "cannot write the checkpoint (write failed: disk full?); the previous one is kept", path
+        ) from None
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -103,7 +113,9 @@ def model_from_checkpoint(
     payload = load_checkpoint(path)
     if config is None:
         if "config" not in payload:
-            raise InputError("checkpoint carries no config (the original recipe's format): give its config", path)
+            raise InputError(
+                "checkpoint carries no config (the original recipe's format): give its config", path
+            )
         config = config_from_dict(payload["config"], f"{path} (embedded config)")
     model = build_model(config, pretrained=False)
     try:

@@ -67,7 +67,9 @@ class SegmentationModel(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
-    def forward(self, frames: torch.Tensor, scale: float | None = None, resize_back: bool = True) -> torch.Tensor:
+    def forward(
+        self, frames: torch.Tensor, scale: float | None = None, resize_back: bool = True
+    ) -> torch.Tensor:
         """Logits at the input's size, or at the network's (reduced) size if not `resize_back`.
 
         Training uses the network's size with masks resized to it: at scale 0.5 the loss

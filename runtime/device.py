@@ -54,7 +54,9 @@ def select_device(gpu: str | None = None, doing: str = "training") -> torch.devi
     if indices is None:
         return torch.device("cuda", local_rank)
     if local_rank >= len(indices):
-        raise InputError(f"--gpu {gpu}: {len(indices)} device(s) for local rank {local_rank}; give one per process")
+        raise InputError(
+            f"--gpu {gpu}: {len(indices)} device(s) for local rank {local_rank}; give one per process"
+        )
     index = indices[local_rank]
     if index >= torch.cuda.device_count():
         raise InputError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")

@@ -30,7 +30,9 @@ FPN_OVERRIDES = [
 ]
 
 
-def write_tiny_dataset(root: Path, sequences: int = 4, frames: int = 12, label_every: int = 3, seed: int = 0) -> Path:
+def write_tiny_dataset(
+    root: Path, sequences: int = 4, frames: int = 12, label_every: int = 3, seed: int = 0
+) -> Path:
     """Write an OpenEDS-layout folder with simple eye-like disks (fast; no realism).
 
     Every `label_every`-th frame gets a label file; images.txt and labels.txt list them.
@@ -50,7 +52,9 @@ def write_tiny_dataset(root: Path, sequences: int = 4, frames: int = 12, label_e
             r2 = (xx - cx) ** 2 + (yy - cy) ** 2
             mask[r2 < 80**2] = 2
             mask[r2 < 30**2] = 3
-            image = np.array([40, 170, 100, 20], np.uint8)[mask] + rng.integers(0, 20, mask.shape, dtype=np.uint8)
+            image = np.array([40, 170, 100, 20], np.uint8)[mask] + rng.integers(
+                0, 20, mask.shape, dtype=np.uint8
+            )
             cv2.imwrite(str(seq / f"{n}.png"), image)
             images.append(f"S_{s}/{n}.png")
             if n % label_every == 1:
@@ -212,7 +216,9 @@ def run_script(
         [sys.executable, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 

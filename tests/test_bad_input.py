@@ -156,8 +156,11 @@ def test_train_bad_input(
         needles = [str(config), problem]
     elif case == "checkpoint of another architecture":
         extra = ["--resume", reference / "last.pt", *(f"--set={item}" for item in FPN)]
-        needles = [str(reference / "last.pt"), "cannot resume: the checkpoint was trained with another config",
-                   "network: 'unet' -> 'fpn'"]
+        needles = [
+            str(reference / "last.pt"),
+            "cannot resume: the checkpoint was trained with another config",
+            "network: 'unet' -> 'fpn'",
+        ]
     elif case == "missing checkpoint":
         extra, needles = (
             ["--resume", tmp_path / "nope.pt"],

@@ -107,7 +107,9 @@ def avx2_limited_env() -> dict[str, str]:
     return avx2_env(warn=False)
 
 
-def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own(avx2_limited_env: dict[str, str]) -> None:
+def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own(
+    avx2_limited_env: dict[str, str],
+) -> None:
     """bench.avx2's CPUID layer: numpy (like onnxruntime) has no AVX2 cap of its own, yet sees none of
     AVX-512; torch sees AVX2 from CPUID alone, without its variables."""
     from tools.avx2 import AVX2_ENV
@@ -117,14 +119,18 @@ def test_avx2_limit_hides_avx512_from_libraries_without_a_cap_of_their_own(avx2_
     cpuid_only = {key: value for key, value in env.items() if key not in AVX2_ENV}
     assert _avx2_probe(cpuid_only)["torch"] == "AVX2"
     # A real crash is not swallowed by the CPUID handler, with or without a handler of the program's.
-    crash = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], env=env, capture_output=True)
+    crash = subprocess.run(
+        [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], env=env, capture_output=True
+    )
     assert crash.returncode == -signal.SIGSEGV
     crash = subprocess.run([sys.executable, "-X", "faulthandler", "-c", "import ctypes; ctypes.string_at(0)"],
                            env=env, capture_output=True, text=True)  # fmt: skip
     assert crash.returncode == -signal.SIGSEGV and "Fatal Python error: Segmentation fault" in crash.stderr
 
 
-def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(tmp_path: Path, avx2_limited_env: dict[str, str]) -> None:
+def test_avx2_limit_survives_a_program_s_own_sigsegv_handler(
+    tmp_path: Path, avx2_limited_env: dict[str, str]
+) -> None:
     """A DataLoader worker installs its own SIGSEGV handler, then OpenCV reads CPUID in it: the
     CPUID layer must still answer (make demo under bench.avx2 died here before it did)."""
     script = tmp_path / "worker.py"

@@ -171,7 +171,12 @@ def test_int8_of_a_random_model_is_refused_and_nothing_written(
     members = load_members(spec_from_checkpoints([str(checkpoints[0])]))
     out = tmp_path / "m.onnx"
     with pytest.raises(InputError, match=r"int8 graph agrees .* below the 99.5% required: not written"):
-        export_members(members, ExportSettings(out, eye_frames(2, seed=0), tta="none", int8=True, calibration=eye_frames(16, seed=1)))
+        export_members(
+            members,
+            ExportSettings(
+                out, eye_frames(2, seed=0), tta="none", int8=True, calibration=eye_frames(16, seed=1)
+            ),
+        )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,7 +17,14 @@ from runtime.device import amp_settings, precision_choice, resolve_runtime, sele
 from utils.errors import InputError
 
 CPU = torch.device("cpu")
-AMX = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
+AMX = {
+    "architecture": "x86_64",
+    "avx2": True,
+    "avx512_f": True,
+    "avx512_bf16": True,
+    "amx_bf16": True,
+    "amx_tile": True,
+}
 AVX512_BF16 = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bf16": True}
 AVX2 = {"architecture": "x86_64", "avx2": True}
 ARM = {"architecture": "arm64", "neon": True, "bf16": True}
@@ -80,13 +87,31 @@ def test_channels_last_auto(cpu) -> None:
     assert hardware.channels_last_choice(True, CPU).value is True
 
 
-def test_resolved_choice_is_printed_and_recorded_in_config_yaml(cpu, tiny_data: Path, tmp_path: Path, capsys) -> None:
+def test_resolved_choice_is_printed_and_recorded_in_config_yaml(
+    cpu, tiny_data: Path, tmp_path: Path, capsys
+) -> None:
     create_kfolds_main(["--data-dir", str(tiny_data), "--folds", "2"])
     for caps, expected in ((AVX2, False), (AMX, True)):
         cpu(caps, "AVX512")
         out = tmp_path / f"runs_{expected}"
-        train.main(["--config", str(ROOT / "configs" / "tiny.yaml"), "--data-dir", str(tiny_data), "--fold", "0",
-                    "--output-dir", str(out), "--epochs", "1", "--set", "cpu_bf16=auto", "--set", "channels_last=auto"])
+        train.main(
+            [
+                "--config",
+                str(ROOT / "configs" / "tiny.yaml"),
+                "--data-dir",
+                str(tiny_data),
+                "--fold",
+                "0",
+                "--output-dir",
+                str(out),
+                "--epochs",
+                "1",
+                "--set",
+                "cpu_bf16=auto",
+                "--set",
+                "channels_last=auto",
+            ]
+        )
         printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision: ")]
         assert len(printed) == 1 and ("bf16 autocast" in printed[0]) is expected, printed
         text = (out / "tiny" / "fold_0" / "config.yaml").read_text()
@@ -115,15 +140,24 @@ def test_gpu_has_one_meaning_for_training_and_prediction(monkeypatch: pytest.Mon
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert select_device(None) == torch.device("cuda", 1)
     assert select_device("0,3") == torch.device("cuda", 3)
-    for bad, needle in (("x", "device indices like 0 or 0,1"), ("2", "for local rank 1"), ("0,7", "only 4 CUDA")):
+    for bad, needle in (
+        ("x", "device indices like 0 or 0,1"),
+        ("2", "for local rank 1"),
+        ("0,7", "only 4 CUDA"),
+    ):
         with pytest.raises(InputError, match=needle):
             select_device(bad)
 
 
-def test_gpu_without_cuda_is_a_note_and_the_cpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_without_cuda_is_a_note_and_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_device("0", doing="predicting") == CPU
-    assert capsys.readouterr().err.strip() == "note: --gpu 0 given but CUDA is not available; predicting on the CPU"
+    assert (
+        capsys.readouterr().err.strip()
+        == "note: --gpu 0 given but CUDA is not available; predicting on the CPU"
+    )
 
 
 @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (4, 2), (16, 2)])

@@ -140,9 +140,20 @@ def test_cli_exclude_leaves_listed_frames_out_of_unlabeled(tiny_data: Path, tmp_
     exclude = tmp_path / "test.txt"
     exclude.write_text("\n".join(excluded) + "\n")
     out = tmp_path / "folds"
-    result = _run_cli("--data-dir", str(tiny_data), "--folds", "2", "--out-dir", str(out), "--exclude", str(exclude))
+    result = _run_cli(
+        "--data-dir", str(tiny_data), "--folds", "2", "--out-dir", str(out), "--exclude", str(exclude)
+    )
     assert result.returncode == 0, result.stderr
     unlabeled = read_sample_list(out / UNLABELED_LIST)
     assert len(unlabeled) == 30 and not set(excluded) & set(unlabeled)
-    missing = _run_cli("--data-dir", str(tiny_data), "--folds", "2", "--out-dir", str(tmp_path / "o2"), "--exclude", str(tmp_path / "no.txt"))
+    missing = _run_cli(
+        "--data-dir",
+        str(tiny_data),
+        "--folds",
+        "2",
+        "--out-dir",
+        str(tmp_path / "o2"),
+        "--exclude",
+        str(tmp_path / "no.txt"),
+    )
     assert missing.returncode == 2 and "no.txt" in missing.stderr and not (tmp_path / "o2").exists()

@@ -89,8 +89,9 @@ def test_an_error_comes_after_the_results_before_it() -> None:
         return [batch[0].index]
 
     got = []
-    with OrderedPipeline(work, [Item(n) for n in range(10)], workers=3) as pipe, pytest.raises(
-        ValueError, match="frame 5 is bad"
+    with (
+        OrderedPipeline(work, [Item(n) for n in range(10)], workers=3) as pipe,
+        pytest.raises(ValueError, match="frame 5 is bad"),
     ):
         for value in pipe.results():
             got.append(value)
@@ -161,9 +162,14 @@ class TruthSegmenter(Segmenter):
         time.sleep(self.delay * len(frames) + self.jitter * sum(f.index % 3 for f in frames))
         return [
             SegmentResult(
-                mask=self.labels[f.index], confidence=np.ones(f.image.shape, np.float32),
-                measurements=measure_eye(self.labels[f.index]), image=f.image, frame=f.index,
-                time_s=f.time_s, name=f.name, source=f.source,
+                mask=self.labels[f.index],
+                confidence=np.ones(f.image.shape, np.float32),
+                measurements=measure_eye(self.labels[f.index]),
+                image=f.image,
+                frame=f.index,
+                time_s=f.time_s,
+                name=f.name,
+                source=f.source,
             )  # fmt: skip
             for f in frames
         ]
@@ -187,7 +193,9 @@ def test_worker_threads_write_the_rows_one_thread_writes(tmp_path: Path) -> None
         segmenter = TruthSegmenter(labels, workers=workers)
         segmenter.jitter = 0.005  # frames 2, 5, ... take longest: later frames finish first
         prepare_output_dir(tmp_path / f"w{workers}", overwrite=False)
-        run_segmentation(segmenter, open_frames(video), tmp_path / f"w{workers}", masks="none", progress=False)
+        run_segmentation(
+            segmenter, open_frames(video), tmp_path / f"w{workers}", masks="none", progress=False
+        )
     assert _rows(tmp_path / "w0" / "measurements.csv") == _rows(tmp_path / "w3" / "measurements.csv")
     assert json.loads((tmp_path / "w3" / "summary.json").read_text())["workers"] == 3
 
@@ -224,7 +232,9 @@ def test_iris_mm_scales_the_pupil_by_the_fitted_iris(tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_output_dir(out, overwrite=False)
     options = MeasureOptions(iris_mm=11.7, smooth=True)
-    run_segmentation(TruthSegmenter(labels), open_frames(video), out, masks="none", progress=False, options=options)
+    run_segmentation(
+        TruthSegmenter(labels), open_frames(video), out, masks="none", progress=False, options=options
+    )
     rows = [row for row in _rows(out / "measurements.csv") if row["pupil_major"] and row["iris_major"]]
     assert rows
     for row in rows:

@@ -118,14 +118,19 @@ def test_another_ensemble_into_the_same_folder_is_refused(
     shutil.copytree(setup["out"], out)
     listing = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     base = ["--data-dir", setup["data"], "--label-file", setup["labels"], "--save-dir", out]
-    line = error_line(predict_ensemble.main, [*base, "--checkpoints", setup["unet"], setup["fpn"]], capsys)  # weights 1/1, not 1/2
+    line = error_line(
+        predict_ensemble.main, [*base, "--checkpoints", setup["unet"], setup["fpn"]], capsys
+    )  # weights 1/1, not 1/2
     assert str(out) in line and "another ensemble (differs in: members)" in line and "--overwrite" in line
-    line = error_line(predict_ensemble.main, [*base, "--ensemble", setup["ensemble"], "--tta", "none"], capsys)
+    line = error_line(
+        predict_ensemble.main, [*base, "--ensemble", setup["ensemble"], "--tta", "none"], capsys
+    )
     assert "differs in: tta" in line
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == listing
     line = error_line(
         predict_ensemble.main,
-        [*base, "--ensemble", setup["ensemble"], "--tta", "none", "--overwrite", "--shard", "0/2"], capsys
+        [*base, "--ensemble", setup["ensemble"], "--tta", "none", "--overwrite", "--shard", "0/2"],
+        capsys,
     )
     assert "--overwrite with --shard" in line
     # --overwrite replaces them all; the folder then belongs to the new ensemble.

@@ -65,7 +65,9 @@ TOY_CONFIGS = {
     "cpu_fast.yaml": TINY,
     # The student's own small network; 1 epoch at tiny's resolution.
     "student.yaml": _toy(
-        "student.yaml", **FAST, **{"input.scale": 0.25, "optimizer.schedule.epochs": 1, "validation.interval": 1}
+        "student.yaml",
+        **FAST,
+        **{"input.scale": 0.25, "optimizer.schedule.epochs": 1, "validation.interval": 1},
     ),
     # The default model's architecture (train.py --init refuses another); 1 epoch.
     "finetune.yaml": _toy("finetune.yaml", **FAST, **{"optimizer.schedule.epochs": 1}),
@@ -122,14 +124,29 @@ def make_clone(root: Path) -> Path:
 
 def check_demo(out: Path, stdout: str) -> None:
     """What `make demo` promises: every stage, the report, the video's rows, no test frame pseudo-labelled."""
-    for stage in ("data", "folds", "train fold 0", "train fold 1", "predict test", "validate", "video", "segment video"):
+    for stage in (
+        "data",
+        "folds",
+        "train fold 0",
+        "train fold 1",
+        "predict test",
+        "validate",
+        "video",
+        "segment video",
+    ):
         assert f"==> [{stage}] done in" in stdout, stage
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["n_images"] == 50  # 10 sequences x 5 hidden test frames
     assert f"mIoU {metrics['miou']:.4f}" in stdout
     page = (out / "report" / "index.html").read_text()
     assert f"test mIoU {metrics['miou']:.4f}" in page and "min-area auto" in page
-    for name in ("progress_cpu_fast_fold_0.png", "progress_cpu_fast_fold_1.png", "worst/worst.png", "README.md", "pupil.png"):
+    for name in (
+        "progress_cpu_fast_fold_0.png",
+        "progress_cpu_fast_fold_1.png",
+        "worst/worst.png",
+        "README.md",
+        "pupil.png",
+    ):
         assert (out / "report" / name).stat().st_size > 0, name
     summary = json.loads((out / "segment" / "summary.json").read_text())
     assert summary["frames"] == 40 and summary["kind"] == "video"
@@ -201,25 +218,43 @@ def refused_at_toy_size(results: list[dict]) -> set[str]:
 @pytest.mark.slow
 def test_demo_then_the_readme_examples_as_written(tmp_path: Path) -> None:
     clone = make_clone(tmp_path / "clone")
-    proc = run_script("-m", "scripts.demo", "--out", "demo", "--sequences", 10, "--frames", 30, cwd=clone, timeout=600)
+    proc = run_script(
+        "-m", "scripts.demo", "--out", "demo", "--sequences", 10, "--frames", 30, cwd=clone, timeout=600
+    )
     check_demo(clone / "demo", proc.stdout)
 
     # The venv's activation is this test's own Python.
     commands = [c for c in readme_commands() if not not_run_reason(c) and c != ". .venv/bin/activate"]
     assert all(c.startswith("python ") for c in commands), commands
     proc = run_script("-c", RUNNER, json.dumps(commands), cwd=clone, check=False, timeout=900)
-    results = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("README-RESULT ")]
+    results = [
+        json.loads(line.split(" ", 1)[1])
+        for line in proc.stdout.splitlines()
+        if line.startswith("README-RESULT ")
+    ]
     for result in results:
-        print(f"{result['seconds']:6.1f} s  exit {result['code']}  {result['command']}")  # pytest -s shows them
+        print(
+            f"{result['seconds']:6.1f} s  exit {result['code']}  {result['command']}"
+        )  # pytest -s shows them
     assert [r["command"] for r in results] == commands, proc.stderr[-3000:]
     accepted = refused_at_toy_size(results)
-    failed = [f"{r['command']}\n  exit {r['code']}: {r['stderr']}" for r in results if r["code"] and r["command"] not in accepted]
+    failed = [
+        f"{r['command']}\n  exit {r['code']}: {r['stderr']}"
+        for r in results
+        if r["code"] and r["command"] not in accepted
+    ]
     assert not failed, "README examples that failed:\n" + "\n".join(failed)
     # The exported ensemble predicts what its checkpoints do; the run's identity tells them apart.
     keys = read_sample_list(clone / "demo" / "data" / "test.txt")
-    masks = {name: np.stack([np.load(clone / name / f"{key}.npy") for key in keys]) for name in ("preds", "preds_onnx")}
+    masks = {
+        name: np.stack([np.load(clone / name / f"{key}.npy") for key in keys])
+        for name in ("preds", "preds_onnx")
+    }
     assert (masks["preds"] == masks["preds_onnx"]).mean() >= 0.999
-    state = {name: json.loads((clone / name / ".predict_state.json").read_text()) for name in ("preds", "preds_onnx")}
+    state = {
+        name: json.loads((clone / name / ".predict_state.json").read_text())
+        for name in ("preds", "preds_onnx")
+    }
     assert state["preds"]["identity"]["members"] != state["preds_onnx"]["identity"]["members"]
     for written, inside in WRITES.items():
         if not any(written in command for command in accepted):

@@ -375,7 +375,9 @@ print(json.dumps(results))
 def runs_as_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list]:
     """Every RUNNABLE file's `--help` result: [exit code, printed usage, stderr tail]."""
     project = ",".join((*PACKAGES, *(path.stem for path in ROOT.glob("*.py"))))
-    proc = run_script("-c", RUN_AS_FILES, ROOT, project, *RUNNABLE, cwd=tmp_path_factory.mktemp("files"), threads=1)
+    proc = run_script(
+        "-c", RUN_AS_FILES, ROOT, project, *RUNNABLE, cwd=tmp_path_factory.mktemp("files"), threads=1
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -110,7 +110,14 @@ def test_decode_cli_writes_the_original_files(tmp_path: Path) -> None:
     np.save(save / "S_1/5.npy", mask())
     write_submission(save, ["S_1/5.npy"], tmp_path / "sub.json")
     result = run_script(
-        "-m", "utils.submission", "decode", "--json", tmp_path / "sub.json", "--out", tmp_path / "out", check=False
+        "-m",
+        "utils.submission",
+        "decode",
+        "--json",
+        tmp_path / "sub.json",
+        "--out",
+        tmp_path / "out",
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out/S_1/5.npy").read_bytes() == (save / "S_1/5.npy").read_bytes()

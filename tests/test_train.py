@@ -21,9 +21,21 @@ def fold_data(tiny_data: Path) -> Path:
     return tiny_data
 
 
-def train(data: Path, out: Path, *extra: object, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
+def train(
+    data: Path, out: Path, *extra: object, check: bool = True, **kwargs: object
+) -> subprocess.CompletedProcess:
     return run_script(
-        "train.py", "--config", TINY, "--data-dir", data, "--fold", 0, "--output-dir", out, *extra, check=check,
+        "train.py",
+        "--config",
+        TINY,
+        "--data-dir",
+        data,
+        "--fold",
+        0,
+        "--output-dir",
+        out,
+        *extra,
+        check=check,
         **kwargs,
     )
 
@@ -82,9 +94,17 @@ def test_same_seed_gives_same_checkpoint(fold_data: Path, tmp_path: Path) -> Non
 def test_recipe_json_loads_unchanged_and_builds_the_recipe_model() -> None:
     config = load_config(ROOT / "configs" / "seed-efficientnet-b7.json")
     assert (config.network, config.encoder, config.num_classes) == ("unet", "efficientnet-b7", 4)
-    assert config.optimizer.batch_size == 6 and config.optimizer.type == "AdamW" and config.optimizer.grad_clip == 1
+    assert (
+        config.optimizer.batch_size == 6
+        and config.optimizer.type == "AdamW"
+        and config.optimizer.grad_clip == 1
+    )
     assert config.optimizer.schedule.params.steps[0] == (0, 0.003)
-    assert config.mask_loss.params.weights.model_dump(exclude_defaults=True) == {"dice": 1, "focal": 1, "bce": 1}
+    assert config.mask_loss.params.weights.model_dump(exclude_defaults=True) == {
+        "dice": 1,
+        "focal": 1,
+        "bce": 1,
+    }
     from models.zoo import build_model
 
     model = build_model(config, pretrained=False)  # its ImageNet weights: tests/test_recipe.py
@@ -112,7 +132,18 @@ def test_bad_config_is_a_one_line_error(fold_data: Path, tmp_path: Path, overrid
 def test_unknown_key_in_config_file_names_file_and_key(fold_data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text() + "\nlearning_rat: 0.1\n")
-    proc = run_script("train.py", "--config", bad, "--data-dir", fold_data, "--fold", 0, "--output-dir", tmp_path / "r", check=False)
+    proc = run_script(
+        "train.py",
+        "--config",
+        bad,
+        "--data-dir",
+        fold_data,
+        "--fold",
+        0,
+        "--output-dir",
+        tmp_path / "r",
+        check=False,
+    )
     assert_one_line_error(proc, str(bad), "unknown key 'learning_rat'")
 
 
@@ -189,19 +220,25 @@ def test_train_consumes_pseudo_labels_under_the_leakage_rule(fold_data: Path, tm
     manifest = {"keys": unlabeled, "trained_on": [val[0], *read_sample_list(fold_data / "fold_0_train.txt")]}
     (pseudo / "pseudo.json").write_text(json.dumps(manifest))
     expected = [k for k in unlabeled if parse_sample_name(k)[0] != leaked]
-    out = train(fold_data, tmp_path / "runs", "--epochs", 1, "--pseudo-dir", pseudo, "--set", "pseudo.weight=0.5")
+    out = train(
+        fold_data, tmp_path / "runs", "--epochs", 1, "--pseudo-dir", pseudo, "--set", "pseudo.weight=0.5"
+    )
     assert f"+ {len(expected)} pseudo-labelled frames" in out.stdout
     payload = load_checkpoint(tmp_path / "runs" / "tiny" / "fold_0" / "last.pt")
     assert val[0] in payload["trained_on"]  # inherited from the pseudo-labels' producers
 
 
 @pytest.mark.slow
-def test_an_existing_run_is_never_overwritten_or_resumed_with_another_recipe(fold_data: Path, tmp_path: Path) -> None:
+def test_an_existing_run_is_never_overwritten_or_resumed_with_another_recipe(
+    fold_data: Path, tmp_path: Path
+) -> None:
     train(fold_data, tmp_path / "runs", "--epochs", 1)
     last = tmp_path / "runs" / "tiny" / "fold_0" / "last.pt"
     before = last.read_bytes()
     # Without --resume: refused, the run is kept.
-    assert_one_line_error(train(fold_data, tmp_path / "runs", "--epochs", 1, check=False), "--resume auto continues it")
+    assert_one_line_error(
+        train(fold_data, tmp_path / "runs", "--epochs", 1, check=False), "--resume auto continues it"
+    )
     # With --resume but another learning rate: refused, naming the key and both values.
     changed = train(fold_data, tmp_path / "runs", "--epochs", 2, "--resume", "auto",
                     "--set", "optimizer.learning_rate=0.01", check=False)  # fmt: skip

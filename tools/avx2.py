@@ -60,7 +60,9 @@ def cpuid_library() -> tuple[Path | None, str]:
         cache.mkdir(parents=True, exist_ok=True)
         partial = library.with_suffix(f".{os.getpid()}.tmp")
         proc = subprocess.run(
-            [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-ldl"], capture_output=True, text=True
+            [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-ldl"],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             partial.unlink(missing_ok=True)
@@ -97,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="python -m bench.avx2 [--check] [COMMAND [ARG ...]]",
     )  # fmt: skip
-    parser.add_argument("--check", action="store_true", help="print what the libraries see, natively and limited")
+    parser.add_argument(
+        "--check", action="store_true", help="print what the libraries see, natively and limited"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run limited to AVX2")
     args = parser.parse_args(argv)
     if args.check:

@@ -65,7 +65,10 @@ class _Tagged(Dataset):
         item = {**self.base[index], "pseudo": self.pseudo}
         if self.soft_classes:
             height, width = item["image"].shape[-2:]
-            item |= {"soft": torch.zeros((self.soft_classes, height, width), dtype=torch.uint8), "distill": False}
+            item |= {
+                "soft": torch.zeros((self.soft_classes, height, width), dtype=torch.uint8),
+                "distill": False,
+            }
         return item
 
 
@@ -79,7 +82,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
     steps stay in lockstep.
     """
 
-    def __init__(self, n_real: int, n_pseudo: int = 0, share: float = 0.0, seed: int = 0, fresh: int = 0) -> None:
+    def __init__(
+        self, n_real: int, n_pseudo: int = 0, share: float = 0.0, seed: int = 0, fresh: int = 0
+    ) -> None:
         self.n_real, self.n_pseudo, self.seed, self.epoch, self.skip = n_real, n_pseudo, seed, 0, 0
         self.fresh = fresh
         self.n_pseudo_per_epoch = min(n_pseudo, round(n_real * share / (1 - share))) if n_pseudo else 0
@@ -142,7 +147,9 @@ def build_loaders(
     train_set = LabeledDataset(index.root, train_keys, cache=cache)
     rank_val = val_keys[distributed.rank() :: distributed.world_size()]
     val_set = LabeledDataset(index.root, rank_val, cache=cache)
-    parts: list[Dataset] = [_Tagged(train_set, pseudo=False, soft_classes=teacher.num_classes if teacher else 0)]
+    parts: list[Dataset] = [
+        _Tagged(train_set, pseudo=False, soft_classes=teacher.num_classes if teacher else 0)
+    ]
     extra_sets: list[Dataset] = []
     n_extra, share = 0, config.pseudo.share
     if pseudo_dir is not None and pseudo_keys:

@@ -42,7 +42,11 @@ class EpochStats:
 
 
 def _weighted_loss(
-    criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor, pseudo: torch.Tensor | None, weight: float
+    criterion: nn.Module,
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    pseudo: torch.Tensor | None,
+    weight: float,
 ) -> torch.Tensor:
     """The loss; with pseudo-labelled samples in the batch weighted by `weight` against real ones."""
     if pseudo is None or weight == 1.0 or not pseudo.any() or pseudo.all():
@@ -54,7 +58,11 @@ def _weighted_loss(
 
 
 def _distilled_loss(
-    criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor, soft: torch.Tensor, taught: torch.Tensor,
+    criterion: nn.Module,
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    soft: torch.Tensor,
+    taught: torch.Tensor,
     settings: Distill,
 ) -> torch.Tensor:
     """Label loss on labelled samples, KL towards the teacher on its frames, mixed by their share."""
@@ -100,7 +108,13 @@ def train_one_epoch(
     total_loss, seen, start = carry[0], carry[1], time.perf_counter() - carry[2]
     stopped, step = False, 0
     steps = len(loader)  # type: ignore[arg-type]
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not distributed.is_main(), unit="batch")
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        leave=False,
+        disable=not distributed.is_main(),
+        unit="batch",
+    )
     for step, batch in enumerate(bar, start=1):
         frames = batch["image"].to(device, non_blocking=True)
         masks = batch["mask"].to(device, non_blocking=True)
@@ -116,7 +130,9 @@ def train_one_epoch(
         else:
             loss = _weighted_loss(criterion, logits.float(), masks, pseudo, pseudo_weight)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {seen // len(frames) + 1}")
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch + 1}, iteration {seen // len(frames) + 1}"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if frozen_params:  # DDP path of encoder freezing: drop the grads instead of not computing them
@@ -131,7 +147,11 @@ def train_one_epoch(
         total_loss += loss.item() * len(frames)
         seen += len(frames)
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{seen / elapsed:.1f}")
+        bar.set_postfix(
+            loss=f"{total_loss / seen:.4f}",
+            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+            img_s=f"{seen / elapsed:.1f}",
+        )
         if stop is not None and step < steps and stop():
             stopped = True
             break
@@ -162,5 +182,7 @@ def evaluate(
         labels, _ = predictor.predict(batch["image"])
         meter.update(labels.cpu(), batch["mask"], names=list(batch["name"]))
     if distributed.world_size() > 1:
-        meter = SegmentationMeter.from_state(distributed.all_gather_cat(meter.state()), num_classes=num_classes)
+        meter = SegmentationMeter.from_state(
+            distributed.all_gather_cat(meter.state()), num_classes=num_classes
+        )
     return meter.compute()

@@ -144,7 +144,14 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 # Keys a resumed run may change: how long it trains, how it loads and validates. Anything
 # else (model, optimizer, loss, augmentations, seed, scale) would silently mix two recipes.
 # Precision and memory layout are the machine's choice (auto), so a run may move machines.
-RESUMABLE_CHANGES = ("optimizer.schedule.epochs", "data.", "validation.", "cpu_bf16", "channels_last", "compile")
+RESUMABLE_CHANGES = (
+    "optimizer.schedule.epochs",
+    "data.",
+    "validation.",
+    "cpu_bf16",
+    "channels_last",
+    "compile",
+)
 
 
 def config_changes(saved: dict | None, config: Config) -> str:
@@ -161,7 +168,9 @@ def config_changes(saved: dict | None, config: Config) -> str:
     # A key added to the schema after the checkpoint was written means its default there.
     defaults = flat(type(config).model_construct().model_dump(mode="json"))
     old |= {key: defaults[key] for key in new.keys() - old.keys() if key in defaults}
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    keys = sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
+    )
     shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:3]]
     return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 

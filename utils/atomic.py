@@ -18,7 +18,13 @@ import numpy as np
 
 from utils.errors import InputError
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "save_npy_atomic", "remove_stale_temp_files"]
+__all__ = [
+    "atomic_path",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "save_npy_atomic",
+    "remove_stale_temp_files",
+]
 
 _TEMP_NAME = re.compile(r"\..+\.(\d+)\.tmp(\.\w+)?")  # atomic_path's `.<name>.<pid>.tmp[.<suffix>]`
 # A temp file this recent may belong to a process on another machine sharing the folder (shards

@@ -60,7 +60,11 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate a tensor's first dimension across ranks (sizes may differ between ranks)."""
     if not dist.is_initialized():
         return tensor
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     local = tensor.to(device)
     sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size())]
     dist.all_gather(sizes, torch.tensor([local.shape[0]], device=device))

@@ -81,8 +81,16 @@ def contact_sheet(samples: list[tuple[str, np.ndarray, np.ndarray]], per_row: in
         present = ", ".join(CLASS_NAMES[c] for c in range(1, 4) if (label == c).any()) or "closed"
         row = [
             caption(cv2.resize(gray, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA), [name], CAPTION_SCALE),
-            caption(cv2.resize(colour, (TILE_W, TILE_H), interpolation=cv2.INTER_NEAREST), [present], CAPTION_SCALE),
-            caption(cv2.resize(overlay, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA), ["overlay"], CAPTION_SCALE),
+            caption(
+                cv2.resize(colour, (TILE_W, TILE_H), interpolation=cv2.INTER_NEAREST),
+                [present],
+                CAPTION_SCALE,
+            ),
+            caption(
+                cv2.resize(overlay, (TILE_W, TILE_H), interpolation=cv2.INTER_AREA),
+                ["overlay"],
+                CAPTION_SCALE,
+            ),
         ]
         tiles.append(np.hstack(row))
     return tile_grid(tiles, per_row, gutter=0)

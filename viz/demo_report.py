@@ -38,7 +38,9 @@ def write_report(
     for run_dir in run_dirs:
         target = report / f"progress_{run_dir.parent.name}_{run_dir.name}.png"
         shutil.copyfile(run_dir / "progress.png", target)
-        curves.append((f"{run_dir.parent.name} {run_dir.name} (best val mIoU {_best_val(run_dir)})", target.name))
+        curves.append(
+            (f"{run_dir.parent.name} {run_dir.name} (best val mIoU {_best_val(run_dir)})", target.name)
+        )
     rows = [
         ("mIoU (challenge metric: per image, absent class = 1)", metrics["miou"]),
         ("mIoU over all pixels (one confusion matrix)", metrics["miou_dataset"]),
@@ -91,8 +93,8 @@ table{{border-collapse:collapse;margin:1em 0}}td{{border:1px solid #ccc;padding:
 td:last-child{{text-align:right;font-family:monospace}}img{{max-width:100%;border:1px solid #ddd}}
 .big{{font-size:2em;font-weight:bold}}</style></head><body>
 <h1>OpenEDS-Seg demo report</h1>
-<p class="big">test mIoU {metrics['miou']:.4f}</p>
-<p>{metrics['n_images']} held-out synthetic test frames, ensemble of {len(run_dirs)} fold models with
+<p class="big">test mIoU {metrics["miou"]:.4f}</p>
+<p>{metrics["n_images"]} held-out synthetic test frames, ensemble of {len(run_dirs)} fold models with
 {html.escape(method)}, scored by validate.py against <code>test_sampleName_GT.pkl</code>.
 Submission: <code>{html.escape(str(submission))}</code>.</p>
 <table>{table([(n, f"{v:.4f}") for n, v in rows])}</table>

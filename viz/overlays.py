@@ -91,7 +91,9 @@ def write_worst_overlays(
         small = cv2.resize(body, SHEET_TILE, interpolation=cv2.INTER_AREA)
         tiles.append(caption(small, [title], scale=0.45))
     sheet_path = out_dir / "worst.png"
-    sheet = caption(tile_grid(tiles, SHEET_COLUMNS), [f"{len(worst)} worst frames by mIoU, worst first ({legend})"], 0.55)
+    sheet = caption(
+        tile_grid(tiles, SHEET_COLUMNS), [f"{len(worst)} worst frames by mIoU, worst first ({legend})"], 0.55
+    )
     pictures.append((sheet_path, sheet))
     for path, picture in pictures:
         write_bytes_atomic(path, _encode_png(picture, path))

@@ -73,7 +73,9 @@ def plot_pupil(rows: Sequence[dict[str, object]], path: Path, title: str = "") -
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
-    heading = f"{len(rows)} frames, {count} blink{'s' if count != 1 else ''} (shaded: blinks, evaluation/blinks.py)"
+    heading = (
+        f"{len(rows)} frames, {count} blink{'s' if count != 1 else ''} (shaded: blinks, evaluation/blinks.py)"
+    )
     top.set_title(f"{title}\n{heading}" if title else heading, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:

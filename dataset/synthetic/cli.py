@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> dict:
         help=f"renderer style(s), comma-separated, taken in turn by sequence: {', '.join(STYLES)}; "
         "real = headset,closeup,remote (default: classic)",
     )
-    parser.add_argument("--list-styles", action="store_true", help="print every style's knobs and ranges, then exit")
+    parser.add_argument(
+        "--list-styles", action="store_true", help="print every style's knobs and ranges, then exit"
+    )
     parser.add_argument("--sequences", type=int, default=24)
     parser.add_argument("--frames", type=int, default=60, help="frames per sequence, all written as PNG")
     parser.add_argument(

@@ -34,7 +34,6 @@ __all__ = ["HEIGHT", "WIDTH", "EyeSequence", "eye_frames"]
 IRIS_RHO, IRIS_THETA = 64, 720
 
 
-
 def _smooth_noise(
     rng: np.random.Generator, cells: tuple[int, int], size: tuple[int, int] = (HEIGHT, WIDTH)
 ) -> np.ndarray:
@@ -138,7 +137,10 @@ class EyeSequence:
         # Skin: smooth shading, mid-scale unevenness and pores.
         fine = cv2.GaussianBlur(rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32), (0, 0), 0.8)
         shading = (
-            1 + self.skin_shading * _smooth_noise(rng, (3, 4)) + 0.04 * _smooth_noise(rng, (12, 18)) + self.skin_texture * fine
+            1
+            + self.skin_shading * _smooth_noise(rng, (3, 4))
+            + 0.04 * _smooth_noise(rng, (12, 18))
+            + self.skin_texture * fine
         )
         self.skin_map = (self.skin * shading).astype(np.float32)
         self.fine = fine
@@ -147,7 +149,11 @@ class EyeSequence:
         lx, ly = WIDTH / 2 + rng.uniform(-40, 40), HEIGHT / 2 + rng.uniform(-30, 30)
         radius = np.hypot(xx - lx, (yy - ly) * 1.1) / 380.0
         st = self.style
-        vignette = np.clip(1 - rng.uniform(*st.vignette) * radius ** rng.uniform(2.0, 3.2), 0.02 if st.vignette[1] > 1 else 0.05, 1)
+        vignette = np.clip(
+            1 - rng.uniform(*st.vignette) * radius ** rng.uniform(2.0, 3.2),
+            0.02 if st.vignette[1] > 1 else 0.05,
+            1,
+        )
         period, phase = rng.uniform(14, 26), rng.uniform(0, 2 * np.pi)
         rings = 1 + rng.uniform(*st.lens_rings) * np.sin(radius * 380 / period * 2 * np.pi + phase) * radius
         self.lens = (vignette * rings).astype(np.float32)
@@ -168,11 +174,15 @@ class EyeSequence:
                 int(rng.integers(2, 7)),
                 cv2.LINE_AA,
             )
-        self.streaks = cv2.GaussianBlur(streaks.astype(np.float32) / 255, (0, 0), 3) * rng.uniform(*st.arc_strength)
+        self.streaks = cv2.GaussianBlur(streaks.astype(np.float32) / 255, (0, 0), 3) * rng.uniform(
+            *st.arc_strength
+        )
         if not st.is_classic:
             self.streaks += self._reflections(np.random.default_rng([self.extra_rng_seed, 1]))
             side = int(2 * (self.iris_r + 3)) + 2
-            haze = _smooth_noise(np.random.default_rng([self.extra_rng_seed, 3]), (5, 5), (2 * side, 2 * side))
+            haze = _smooth_noise(
+                np.random.default_rng([self.extra_rng_seed, 3]), (5, 5), (2 * side, 2 * side)
+            )
             self.haze = np.clip(haze, 0, None)
         # Iris: radial fibres (noise long in radius, thin in angle), crypts, collarette.
         fibres = cv2.resize(
@@ -204,7 +214,9 @@ class EyeSequence:
         self.lash_upper = np.arange(n_up + n_lo) < n_up
         down = np.where(rng.random(n_up) < self.lash_down, 1.0, -1.0)
         self.lash_dir_y = np.concatenate([down, np.ones(n_lo)])
-        self.lash_len = np.concatenate([rng.uniform(18, 50, n_up), rng.uniform(8, 22, n_lo)]) * self.lash_scale
+        self.lash_len = (
+            np.concatenate([rng.uniform(18, 50, n_up), rng.uniform(8, 22, n_lo)]) * self.lash_scale
+        )
         self.lash_spread = rng.uniform(0.5, 1.2, n_up + n_lo)  # outward lean, x lash position
         self.lash_curl = rng.normal(0, 0.25, n_up + n_lo)
         self.lash_thick = rng.random(n_up + n_lo) < 0.3
@@ -368,7 +380,13 @@ class EyeSequence:
         return cv2.convertScaleAbs(image, alpha=255)
 
     def _camera_frame(
-        self, image: np.ndarray, label: np.ndarray, centre: np.ndarray, gain: float, n: int, rng: np.random.Generator
+        self,
+        image: np.ndarray,
+        label: np.ndarray,
+        centre: np.ndarray,
+        gain: float,
+        n: int,
+        rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The styles beyond classic: occluder, roll, optics, the camera's aspect and rows, JPEG, events."""
         events = np.random.default_rng([self.extra_rng_seed, 2, n])
@@ -425,7 +443,9 @@ class EyeSequence:
                  for c in range(4)]  # fmt: skip
         return image, np.argmax(np.stack(cover), axis=0).astype(np.uint8)
 
-    def _occlude(self, image: np.ndarray, label: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> None:
+    def _occlude(
+        self, image: np.ndarray, label: np.ndarray, centre: np.ndarray, rng: np.random.Generator
+    ) -> None:
         """A dark or bright band across the eye; the label is background where it covers most of a pixel."""
         angle = rng.uniform(0, np.pi)
         through = centre + rng.normal(0, 0.8 * self.iris_r, 2)
@@ -450,7 +470,9 @@ class EyeSequence:
             a, b = ((through - reach) * 16).astype(int), ((through + reach) * 16).astype(int)
             width = int(rng.uniform(1, 9))  # thickness is in pixels, not shifted
             cv2.line(band, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 255, width, cv2.LINE_AA, 4)
-            layer += cv2.GaussianBlur(band.astype(np.float32) / 255, (0, 0), rng.uniform(0.8, 5)) * rng.uniform(0.4, 1.0)
+            layer += cv2.GaussianBlur(
+                band.astype(np.float32) / 255, (0, 0), rng.uniform(0.8, 5)
+            ) * rng.uniform(0.4, 1.0)
         return layer * self.reflection_strength
 
     def _draw_iris(
@@ -524,7 +546,10 @@ class EyeSequence:
         offset = self.pupil_offset
         radius = min(state.pupil, 0.85 - float(np.hypot(*offset)))  # as _draw_iris draws it
         shapes = {
-            "pupil": (centre + np.linalg.solve(to_unit, offset), np.diag([1 / radius, 1 / (radius * self.pupil_aspect)]) @ to_unit),
+            "pupil": (
+                centre + np.linalg.solve(to_unit, offset),
+                np.diag([1 / radius, 1 / (radius * self.pupil_aspect)]) @ to_unit,
+            ),
             "iris": (centre, to_unit),
         }
         out = {}
