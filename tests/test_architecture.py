@@ -5,6 +5,8 @@ count too."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -125,3 +127,12 @@ def test_every_entry_script_shows_its_defaults_in_help() -> None:
     parser.add_argument("--gpu", help="device")
     text = parser.format_help()
     assert "threads (default: 3)" in text and "(default: hflip)" not in text and "device (default" not in text
+
+
+def test_the_tree_passes_make_lint() -> None:
+    """`make lint`: ruff's rules (pyproject.toml) and its formatter, over every Python file."""
+    for command in (["check", "."], ["format", "--check", "."]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
