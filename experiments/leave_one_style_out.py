@@ -25,9 +25,7 @@ from utils.atomic import write_text_atomic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("loso"))
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--frames-per-epoch", type=int, default=400)
@@ -46,19 +44,13 @@ def main(argv: list[str] | None = None) -> None:
         print("==>", " ".join(map(str, command)), flush=True)
         subprocess.run([str(c) for c in command], check=True)
         scores = json.loads((args.out / name / "scores" / "styles.json").read_text())["styles"]
-        rows[name] = {
-            "trained_on": styles,
-            "held_out": held,
-            "miou": {s: v["miou"] for s, v in scores.items()},
-        }
+        rows[name] = {"trained_on": styles, "held_out": held, "miou": {s: v["miou"] for s, v in scores.items()}}
     write_text_atomic(args.out / "loso.json", json.dumps(rows, indent=1) + "\n")
     print(f"\nmIoU on {args.score_frames} fresh frames per style; {args.epochs} epochs x {args.frames_per_epoch} "
           "rendered frames per run; **bold**: the style the run never saw")  # fmt: skip
     print("| trained on | " + " | ".join(STYLES) + " |\n|---|" + "---:|" * len(STYLES))
     for row in rows.values():
-        cells = [
-            f"**{row['miou'][s]:.4f}**" if s == row["held_out"] else f"{row['miou'][s]:.4f}" for s in STYLES
-        ]
+        cells = [f"**{row['miou'][s]:.4f}**" if s == row["held_out"] else f"{row['miou'][s]:.4f}" for s in STYLES]
         print(f"| {', '.join(row['trained_on'])} | " + " | ".join(cells) + " |")
 
 

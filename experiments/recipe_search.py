@@ -32,9 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-if (
-    not __package__
-):  # run as a file (python experiments/recipe_search.py): import from the repo root, as with -m
+if not __package__:  # run as a file (python experiments/recipe_search.py): import from the repo root, as with -m
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from config.schema import load_config
@@ -62,19 +60,11 @@ VARIANTS: dict[str, list[str]] = {  # in the order they are run after the pseudo
     "s0.4_e20": ["input.scale=0.4", "optimizer.schedule.epochs=20", "optimizer.batch_size=8"],
     "s0.4_e30": ["input.scale=0.4", "optimizer.schedule.epochs=30", "optimizer.batch_size=8"],
     "s0.4_e40": ["input.scale=0.4", "optimizer.schedule.epochs=40", "optimizer.batch_size=8"],
-    "s0.4_d64_e30": [
-        "input.scale=0.4",
-        "optimizer.schedule.epochs=30",
-        "optimizer.batch_size=8",
-        "network_params.decoder_channels=[64,32,16,16,8]",
-    ],
+    "s0.4_d64_e30": ["input.scale=0.4", "optimizer.schedule.epochs=30", "optimizer.batch_size=8",
+                     "network_params.decoder_channels=[64,32,16,16,8]"],
     "s0.3_e40": ["input.scale=0.3", "optimizer.schedule.epochs=40", "optimizer.batch_size=8"],
     "s0.4_e20_bs4": ["input.scale=0.4", "optimizer.schedule.epochs=20", "optimizer.batch_size=4"],
-    "s0.5_e30_bs8": [
-        "input.scale=0.5",
-        "optimizer.schedule.epochs=30",
-        "optimizer.batch_size=8",
-    ],  # former cpu_fast
+    "s0.5_e30_bs8": ["input.scale=0.5", "optimizer.schedule.epochs=30", "optimizer.batch_size=8"],  # former cpu_fast
 }
 PSEUDO_CHAINS = ("pseudo1", "pseudo2")
 
@@ -110,29 +100,10 @@ class Search:
     def device_args(self) -> list[str]:
         return ["--gpu", self.args.gpu] if self.args.gpu else ["--gpu", "cpu"]
 
-    def train(
-        self, name: str, fold: int, sets: list[str], log: Path, pseudo: Path | None = None
-    ) -> tuple[Path, float]:
-        cmd = [
-            "train.py",
-            "--config",
-            str(CONFIG),
-            "--data-dir",
-            str(self.data),
-            "--fold",
-            str(fold),
-            "--folds-dir",
-            str(self.folds),
-            "--output-dir",
-            str(self.runs),
-            "--name",
-            name,
-            "--workers",
-            str(self.args.workers),
-            "--resume",
-            "auto",
-            *self.device_args(),
-        ]
+    def train(self, name: str, fold: int, sets: list[str], log: Path, pseudo: Path | None = None) -> tuple[Path, float]:
+        cmd = ["train.py", "--config", str(CONFIG), "--data-dir", str(self.data), "--fold", str(fold),
+               "--folds-dir", str(self.folds), "--output-dir", str(self.runs), "--name", name, "--workers", str(self.args.workers),
+               "--resume", "auto", *self.device_args()]
         for item in [*self.args.set, *sets]:
             cmd += ["--set", item]
         if pseudo is not None:
@@ -143,76 +114,30 @@ class Search:
     def score(self, name: str, fold: int, run_dir: Path, train_s: float, log: Path, extra: dict) -> None:
         preds = self.out / "preds" / f"{name}_fold{fold}_by_{self.args.by}"
         metrics_file = preds / "metrics.json"
-        run(
-            [
-                "predict_ensemble.py",
-                "--data-dir",
-                str(self.data),
-                "--label-file",
-                str(self.data / "test.txt"),
-                "--save-dir",
-                str(preds),
-                "--checkpoints",
-                str(run_dir / "best.pt"),
-                "--tta",
-                "hflip",
-                "--min-area",
-                "auto",
-                "--workers",
-                str(self.args.workers),
-                "--overwrite",
-                *self.device_args(),
-            ],
-            log,
-        )
-        run(
-            [
-                "validate.py",
-                "--data-dir",
-                str(self.data),
-                "--pred-dir",
-                str(preds),
-                "--gt-pkl",
-                str(self.data / "test_sampleName_GT.pkl"),
-                "--json",
-                str(metrics_file),
-            ],
-            log,
-        )
+        run(["predict_ensemble.py", "--data-dir", str(self.data), "--label-file", str(self.data / "test.txt"),
+             "--save-dir", str(preds), "--checkpoints", str(run_dir / "best.pt"), "--tta", "hflip",
+             "--min-area", "auto", "--workers", str(self.args.workers), "--overwrite", *self.device_args()], log)
+        run(["validate.py", "--data-dir", str(self.data), "--pred-dir", str(preds), "--gt-pkl",
+             str(self.data / "test_sampleName_GT.pkl"), "--json", str(metrics_file)], log)
         metrics = json.loads(metrics_file.read_text())
-        row = {
-            "variant": name,
-            "fold": fold,
-            "by": self.args.by,
-            "val_miou": round(best_val(run_dir), 4),
-            "test_miou": round(metrics["miou"], 4),
-            "test_miou_dataset": round(metrics["miou_dataset"], 4),
-            "per_class": [round(v, 4) for v in metrics["per_class_iou"]],
-            "train_s": round(train_s, 1),
-            **extra,
-        }
+        row = {"variant": name, "fold": fold, "by": self.args.by, "val_miou": round(best_val(run_dir), 4),
+               "test_miou": round(metrics["miou"], 4), "test_miou_dataset": round(metrics["miou_dataset"], 4),
+               "per_class": [round(v, 4) for v in metrics["per_class_iou"]], "train_s": round(train_s, 1), **extra}
         with _lock:
             self.rows.append(row)
             with open(self.out / "results.jsonl", "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             self.write_table()
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {name} fold {fold}: val {row['val_miou']:.4f} "
-            f"test {row['test_miou']:.4f} ({train_s:.0f} s training)",
-            flush=True,
-        )
+        print(f"[{time.strftime('%H:%M:%S')}] {name} fold {fold}: val {row['val_miou']:.4f} "
+              f"test {row['test_miou']:.4f} ({train_s:.0f} s training)", flush=True)
 
     def write_table(self) -> None:
-        lines = [
-            "| variant | folds by | fold | val mIoU | test mIoU | test dataset mIoU | IoU bg/sclera/iris/pupil | train s | note |",
-            "|---|---|---:|---:|---:|---:|---|---:|---|",
-        ]
+        lines = ["| variant | folds by | fold | val mIoU | test mIoU | test dataset mIoU | IoU bg/sclera/iris/pupil | train s | note |",
+                 "|---|---|---:|---:|---:|---:|---|---:|---|"]
         for r in sorted(self.rows, key=lambda r: (r["variant"], r.get("by", "frame"), r["fold"])):
-            lines.append(
-                f"| {r['variant']} | {r.get('by', 'frame')} | {r['fold']} | {r['val_miou']:.4f} | {r['test_miou']:.4f} | "
-                f"{r['test_miou_dataset']:.4f} | {' / '.join(f'{v:.3f}' for v in r['per_class'])} | "
-                f"{r['train_s']:.0f} | {r.get('note', '')} |"
-            )
+            lines.append(f"| {r['variant']} | {r.get('by', 'frame')} | {r['fold']} | {r['val_miou']:.4f} | {r['test_miou']:.4f} | "
+                         f"{r['test_miou_dataset']:.4f} | {' / '.join(f'{v:.3f}' for v in r['per_class'])} | "
+                         f"{r['train_s']:.0f} | {r.get('note', '')} |")
         (self.out / "results.md").write_text("\n".join(lines) + "\n")
 
     def chain(self, name: str, fold: int) -> None:
@@ -220,14 +145,7 @@ class Search:
         try:
             if name in VARIANTS:
                 run_dir, seconds = self.train(name, fold, VARIANTS[name], log)
-                self.score(
-                    name,
-                    fold,
-                    run_dir,
-                    seconds,
-                    log,
-                    {"note": " ".join(VARIANTS[name]) or "configs/cpu_fast.yaml"},
-                )
+                self.score(name, fold, run_dir, seconds, log, {"note": " ".join(VARIANTS[name]) or "configs/cpu_fast.yaml"})
                 return
             # A pseudo chain trains and scores its own base teacher (so no two processes ever
             # write one run folder), then one or two rounds of pseudo-labels.
@@ -235,26 +153,10 @@ class Search:
             self.score("base", fold, teacher, seconds, log, {"note": "configs/cpu_fast.yaml"})
             for round_ in range(1, int(name[-1]) + 1):
                 pseudo = self.out / "pseudo" / f"round{round_}_fold{fold}"
-                label_s = run(
-                    [
-                        "predict_ensemble.py",
-                        "--data-dir",
-                        str(self.data),
-                        "--label-file",
-                        str(self.data / "unlabeled.txt"),
-                        "--pseudo-dir",
-                        str(pseudo),
-                        "--checkpoints",
-                        str(teacher / "best.pt"),
-                        "--tta",
-                        "hflip",
-                        "--workers",
-                        "2",
-                        "--overwrite",
-                        *self.device_args(),
-                    ],
-                    log,
-                )
+                label_s = run(["predict_ensemble.py", "--data-dir", str(self.data), "--label-file",
+                               str(self.data / "unlabeled.txt"), "--pseudo-dir", str(pseudo), "--checkpoints",
+                               str(teacher / "best.pt"), "--tta", "hflip", "--workers", "2", "--overwrite",
+                               *self.device_args()], log)
                 kept = len(json.loads((pseudo / "pseudo.json").read_text())["keys"])
                 student, seconds = self.train(f"pseudo{round_}", fold, [], log, pseudo=pseudo)
                 note = f"round {round_}: {kept} pseudo-labelled frames kept, labelling {label_s:.0f} s"
@@ -265,71 +167,25 @@ class Search:
 
     def prepare_data(self) -> None:
         if self.args.by == "sequence" and not (self.folds / "fold_0_train.txt").is_file():
-            run(
-                [
-                    "-m",
-                    "dataset.create_kfolds",
-                    "--data-dir",
-                    str(self.data),
-                    "--folds",
-                    "5",
-                    "--by",
-                    "sequence",
-                    "--out-dir",
-                    str(self.folds),
-                    "--exclude",
-                    str(self.data / "test.txt"),
-                ],
-                self.out / "logs" / "data.log",
-            )
+            run(["-m", "dataset.create_kfolds", "--data-dir", str(self.data), "--folds", "5", "--by", "sequence",
+                 "--out-dir", str(self.folds), "--exclude", str(self.data / "test.txt")], self.out / "logs" / "data.log")
         if (self.data / "unlabeled.txt").is_file():
             return
-        run(
-            [
-                "-m",
-                "dataset.synthetic",
-                "--out",
-                str(self.data),
-                "--sequences",
-                str(self.args.sequences),
-                "--frames",
-                str(self.args.frames),
-                "--label-every",
-                "10",
-                "--test-per-sequence",
-                "5",
-                "--workers",
-                str(self.args.data_workers),
-            ],
-            self.out / "logs" / "data.log",
-        )
+        run(["-m", "dataset.synthetic", "--out", str(self.data), "--sequences", str(self.args.sequences),
+             "--frames", str(self.args.frames),
+             "--label-every", "10", "--test-per-sequence", "5", "--workers", str(self.args.data_workers)],
+            self.out / "logs" / "data.log")
         # unlabeled.txt without the hidden test frames: a measured gain then never comes from
         # self-training on the very images that are scored.
-        run(
-            [
-                "-m",
-                "dataset.create_kfolds",
-                "--data-dir",
-                str(self.data),
-                "--folds",
-                "5",
-                "--by",
-                "frame",
-                "--exclude",
-                str(self.data / "test.txt"),
-            ],
-            self.out / "logs" / "data.log",
-        )
+        run(["-m", "dataset.create_kfolds", "--data-dir", str(self.data), "--folds", "5", "--by", "frame",
+             "--exclude", str(self.data / "test.txt")], self.out / "logs" / "data.log")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--variants", nargs="+", default=[*VARIANTS, *PSEUDO_CHAINS], choices=[*VARIANTS, *PSEUDO_CHAINS]
-    )
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, *PSEUDO_CHAINS],
+                        choices=[*VARIANTS, *PSEUDO_CHAINS])
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--gpu", default=None, help="GPU id; default: the CPU")
     parser.add_argument("--parallel", type=int, default=1, help="chains run side by side")
@@ -337,13 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-workers", type=int, default=2)
     parser.add_argument("--sequences", type=int, default=24, help="synthetic data (the demo's: 24 x 60)")
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument(
-        "--by",
-        choices=["frame", "sequence"],
-        default="frame",
-        help="folds by frame (the demo's) or by sequence (eyes unseen in training); "
-        "test frames are scored either way",
-    )
+    parser.add_argument("--by", choices=["frame", "sequence"], default="frame",
+                        help="folds by frame (the demo's) or by sequence (eyes unseen in training); "
+                        "test frames are scored either way")
     parser.add_argument("--prepare-only", action="store_true", help="make the data and folds, then stop")
     parser.add_argument("--set", action="append", default=[], help="override for every run, e.g. fp16=true")
     args = parser.parse_args(argv)
@@ -362,9 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs.sort(key=lambda job: job[0] not in PSEUDO_CHAINS)  # longest chains first
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         list(pool.map(lambda job: search.chain(*job), jobs))
-    print(
-        f"search done in {time.perf_counter() - start:.0f} s; table: {search.out / 'results.md'}", flush=True
-    )
+    print(f"search done in {time.perf_counter() - start:.0f} s; table: {search.out / 'results.md'}", flush=True)
 
 
 if __name__ == "__main__":

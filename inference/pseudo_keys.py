@@ -19,8 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from dataset.openeds import parse_sample_name
-from utils.errors import InputError
-from utils.sidecar import read_sidecar
+from utils.sidecar import read_folder_manifest
 
 __all__ = ["KeyManifest", "read_pseudo_manifest", "allowed_pseudo_keys", "leak_free_keys", "PSEUDO_MANIFEST"]
 
@@ -46,13 +45,10 @@ class KeyManifest(BaseModel):
 
 
 def read_pseudo_manifest(pseudo_dir: Path) -> dict:
-    path = Path(pseudo_dir) / PSEUDO_MANIFEST
-    if not path.is_file():
-        raise InputError(
-            f"not a pseudo-label folder: no {PSEUDO_MANIFEST} (make one with predict_ensemble.py --pseudo-dir)",
-            pseudo_dir,
-        )
-    return read_sidecar(path, KeyManifest, "pseudo-label manifest").model_dump()
+    manifest = read_folder_manifest(
+        pseudo_dir, PSEUDO_MANIFEST, KeyManifest, "pseudo-label", "predict_ensemble.py --pseudo-dir"
+    )
+    return manifest.model_dump()
 
 
 def leak_free_keys(keys: list[str], trained_on: list[str], val_keys: list[str]) -> list[str]:

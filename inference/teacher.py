@@ -28,7 +28,7 @@ from dataset.openeds import IMAGE_HEIGHT, IMAGE_WIDTH, parse_sample_name
 from inference.pseudo_keys import KeyManifest
 from utils.atomic import atomic_path
 from utils.errors import InputError
-from utils.sidecar import read_sidecar
+from utils.sidecar import read_folder_manifest
 
 __all__ = [
     "TEACHER_MANIFEST",
@@ -98,10 +98,7 @@ class TeacherManifest(KeyManifest):
 
 def read_teacher_manifest(teacher_dir: Path) -> dict:
     """Read and check `teacher.json`: frame keys, trained_on, num_classes."""
-    path = Path(teacher_dir) / TEACHER_MANIFEST
-    if not path.is_file():
-        raise InputError(
-            f"not a teacher folder: no {TEACHER_MANIFEST} (make one with predict_ensemble.py --probs-dir)",
-            teacher_dir,
-        )
-    return read_sidecar(path, TeacherManifest, "teacher manifest").model_dump()
+    manifest = read_folder_manifest(
+        teacher_dir, TEACHER_MANIFEST, TeacherManifest, "teacher", "predict_ensemble.py --probs-dir"
+    )
+    return manifest.model_dump()

@@ -55,11 +55,9 @@ def demo_eta(history: Path, demo_start: float, epochs: int, folds_left: int, tes
                 left = epochs_left * epoch_s + predict_s
                 elapsed = time.perf_counter() - demo_start
                 finish = time.strftime("%H:%M", time.localtime(time.time() + left))
-                print(
-                    f"==> [eta] {images_per_s:.1f} img/s, {epoch_s:.0f} s per epoch: the demo needs about "
-                    f"{left / 60:.0f} more min ({(elapsed + left) / 60:.0f} min in all), ending near {finish}",
-                    flush=True,
-                )
+                print(f"==> [eta] {images_per_s:.1f} img/s, {epoch_s:.0f} s per epoch: the demo needs about "
+                      f"{left / 60:.0f} more min ({(elapsed + left) / 60:.0f} min in all), ending near {finish}",
+                      flush=True)
                 return
             time.sleep(2)
 
@@ -88,9 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--config", type=Path, default=Path("configs/cpu_fast.yaml"))
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1], help="folds to train")
-    parser.add_argument(
-        "--pseudo", action="store_true", help="add one pseudo-label round (see BENCHMARKS.md)"
-    )
+    parser.add_argument("--pseudo", action="store_true", help="add one pseudo-label round (see BENCHMARKS.md)")
     parser.add_argument("--sequences", type=int, default=24)
     parser.add_argument("--frames", type=int, default=60)
     args = parser.parse_args(argv)
@@ -101,165 +97,45 @@ def main(argv: list[str] | None = None) -> None:
     if is_complete(data):
         print(f"==> [data] {data} exists: kept (delete it to regenerate)")
     else:
-        stage(
-            "data",
-            "-m",
-            "dataset.synthetic",
-            "--out",
-            data,
-            "--sequences",
-            args.sequences,
-            "--frames",
-            args.frames,
-            "--label-every",
-            10,
-            "--test-per-sequence",
-            5,
-            "--workers",
-            2,
-        )
+        stage("data", "-m", "dataset.synthetic", "--out", data, "--sequences", args.sequences,
+              "--frames", args.frames, "--label-every", 10, "--test-per-sequence", 5, "--workers", 2)
     # Folds by frame: validation frames sit between training labels of the same sequences,
     # like the challenge's test frames, so val mIoU estimates the test score.
     # Test frames are left out of unlabeled.txt: pseudo-labels never train on scored images.
-    stage(
-        "folds",
-        "-m",
-        "dataset.create_kfolds",
-        "--data-dir",
-        data,
-        "--folds",
-        5,
-        "--by",
-        "frame",
-        "--exclude",
-        data / "test.txt",
-    )
+    stage("folds", "-m", "dataset.create_kfolds", "--data-dir", data, "--folds", 5, "--by", "frame",
+          "--exclude", data / "test.txt")
     name = config.stem
     epochs = load_config(config).optimizer.schedule.epochs
     test_frames = len((data / "test.txt").read_text().split())
     for i, fold in enumerate(args.folds):
-        eta = demo_eta(
-            runs / name / f"fold_{fold}" / "history.csv", start, epochs, len(args.folds) - 1, test_frames
-        )
-        stage(
-            f"train fold {fold}",
-            "train.py",
-            "--config",
-            config,
-            "--data-dir",
-            data,
-            "--fold",
-            fold,
-            "--output-dir",
-            runs,
-            "--resume",
-            "auto",
-            watch=eta if i == 0 else None,
-        )
+        eta = demo_eta(runs / name / f"fold_{fold}" / "history.csv", start, epochs, len(args.folds) - 1, test_frames)
+        stage(f"train fold {fold}", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
+              "--output-dir", runs, "--resume", "auto", watch=eta if i == 0 else None)
     checkpoints = [runs / name / f"fold_{fold}" / "best.pt" for fold in args.folds]
     if args.pseudo:
         # One round per fold, from that fold's own model: it never saw the fold's val labels,
         # so the leakage rule (inference/pseudo_keys.py) keeps every pseudo-labelled frame.
         for fold, checkpoint in zip(args.folds, checkpoints, strict=True):
             pseudo = out / "pseudo" / f"fold_{fold}"
-            stage(
-                f"pseudo-labels fold {fold}",
-                "predict_ensemble.py",
-                "--data-dir",
-                data,
-                "--label-file",
-                data / "unlabeled.txt",
-                "--pseudo-dir",
-                pseudo,
-                "--checkpoints",
-                checkpoint,
-                "--tta",
-                "hflip",
-            )
-            stage(
-                f"train fold {fold} + pseudo",
-                "train.py",
-                "--config",
-                config,
-                "--data-dir",
-                data,
-                "--fold",
-                fold,
-                "--output-dir",
-                runs,
-                "--name",
-                f"{name}_pseudo",
-                "--pseudo-dir",
-                pseudo,
-                "--resume",
-                "auto",
-            )
+            stage(f"pseudo-labels fold {fold}", "predict_ensemble.py", "--data-dir", data,
+                  "--label-file", data / "unlabeled.txt", "--pseudo-dir", pseudo, "--checkpoints", checkpoint,
+                  "--tta", "hflip")
+            stage(f"train fold {fold} + pseudo", "train.py", "--config", config, "--data-dir", data, "--fold", fold,
+                  "--output-dir", runs, "--name", f"{name}_pseudo", "--pseudo-dir", pseudo, "--resume", "auto")
         checkpoints = [runs / f"{name}_pseudo" / f"fold_{fold}" / "best.pt" for fold in args.folds]
-    stage(
-        "predict test",
-        "predict_ensemble.py",
-        "--data-dir",
-        data,
-        "--label-file",
-        data / "test.txt",
-        "--save-dir",
-        preds,
-        "--checkpoints",
-        *checkpoints,
-        "--tta",
-        "hflip",
-        "--min-area",
-        "auto",
-        "--submission",
-        preds / "submission.json",
-        "--overwrite",
-    )
+    stage("predict test", "predict_ensemble.py", "--data-dir", data, "--label-file", data / "test.txt",
+          "--save-dir", preds, "--checkpoints", *checkpoints, "--tta", "hflip", "--min-area", "auto",
+          "--submission", preds / "submission.json", "--overwrite")
     if report.exists():
         shutil.rmtree(report)
     report.mkdir(parents=True)
-    stage(
-        "validate",
-        "validate.py",
-        "--data-dir",
-        data,
-        "--pred-dir",
-        preds,
-        "--gt-pkl",
-        data / "test_sampleName_GT.pkl",
-        "--json",
-        report / "metrics.json",
-        "--overlays",
-        report / "worst",
-        "--worst",
-        12,
-    )
+    stage("validate", "validate.py", "--data-dir", data, "--pred-dir", preds, "--gt-pkl",
+          data / "test_sampleName_GT.pkl", "--json", report / "metrics.json", "--overlays", report / "worst", "--worst", 12)
     # segment.py on a video of another resolution than the training frames, with a blink.
     video, segmented = out / "eye.mp4", out / "segment"
-    stage(
-        "video",
-        "-m",
-        "dataset.synthetic.video",
-        "--out",
-        video,
-        "--frames",
-        40,
-        "--fps",
-        10,
-        "--size",
-        "320x200",
-    )
-    stage(
-        "segment video",
-        "segment.py",
-        "--checkpoints",
-        *checkpoints,
-        "--input",
-        video,
-        "--out",
-        segmented,
-        "--overlay",
-        "--overwrite",
-    )
+    stage("video", "-m", "dataset.synthetic.video", "--out", video, "--frames", 40, "--fps", 10, "--size", "320x200")
+    stage("segment video", "segment.py", "--checkpoints", *checkpoints, "--input", video, "--out", segmented,
+          "--overlay", "--overwrite")
     segment = json.loads((segmented / "summary.json").read_text())
     shutil.copyfile(segmented / "pupil.png", report / "pupil.png")
 
@@ -267,23 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     metrics = json.loads((report / "metrics.json").read_text())
     run_dirs = [checkpoints[i].parent for i in range(len(checkpoints))]
     method = "hflip TTA and --min-area auto (a class covering under half its smallest training-label area is dropped)"
-    page = write_report(
-        report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json", method, segment
-    )
+    page = write_report(report, metrics, run_dirs, STAGE_TIMES, total, preds / "submission.json", method, segment)
     width = max(len(n) for n, _ in STAGE_TIMES)
     print("\n" + "=" * 60)
     print("OpenEDS-Seg demo summary")
     for stage_name, seconds in STAGE_TIMES:
         print(f"  {stage_name:<{width}}  {seconds:7.1f} s")
     print(f"  {'total':<{width}}  {total:7.1f} s")
-    print(
-        f"  test frames: {metrics['n_images']}   mIoU {metrics['miou']:.4f}   "
-        f"dataset mIoU {metrics['miou_dataset']:.4f}   2019 mIoU {metrics['miou_2019']:.4f}"
-    )
-    print(
-        f"  segment.py: {segment['frames']} frames of {video} at {segment['frames_per_s']:.1f} frames/s, "
-        f"{len(segment['blinks'])} blink(s): {segmented}"
-    )
+    print(f"  test frames: {metrics['n_images']}   mIoU {metrics['miou']:.4f}   "
+          f"dataset mIoU {metrics['miou_dataset']:.4f}   2019 mIoU {metrics['miou_2019']:.4f}")
+    print(f"  segment.py: {segment['frames']} frames of {video} at {segment['frames_per_s']:.1f} frames/s, "
+          f"{len(segment['blinks'])} blink(s): {segmented}")
     print(f"  submission: {preds / 'submission.json'}")
     print(f"  report:     {page}")
     print("=" * 60)

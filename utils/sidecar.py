@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from utils.errors import InputError
 
-__all__ = ["read_sidecar", "first_problem"]
+__all__ = ["read_sidecar", "read_folder_manifest", "first_problem"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -45,3 +45,12 @@ def read_sidecar(path: Path, model: type[T], what: str) -> T:
         return model.model_validate_json(text)
     except ValidationError as exc:
         raise InputError(f"malformed {what}: {first_problem(exc)}", path) from None
+
+
+def read_folder_manifest(folder: Path, name: str, model: type[T], what: str, made_by: str) -> T:
+    """The manifest `name` of a folder one command writes and another reads (pseudo.json, teacher.json):
+    InputError("not a <what> folder: no <name> (make one with <made_by>)", folder) when it has none."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise InputError(f"not a {what} folder: no {name} (make one with {made_by})", folder)
+    return read_sidecar(path, model, f"{what} manifest")
