@@ -27,7 +27,7 @@ from utils.cli import HelpFormatter
 from utils.errors import InputError, cli_entry
 
 CHECK_FRAMES = 8  # rendered eyes (seed 0) the graph is checked on
-CALIBRATION_FRAMES = 16  # rendered eyes (seed 1) that set int8 scales without --calibration
+SYNTHETIC_CALIBRATION = 16  # rendered eyes (seed 1) that set int8 scales without --calibration
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         calibration, calibration_source = calibration_frames(paths)
     elif args.int8:
         calibration, calibration_source = (
-            eye_frames(CALIBRATION_FRAMES, seed=1),
-            f"{CALIBRATION_FRAMES} synthetic eye frames",
+            eye_frames(SYNTHETIC_CALIBRATION, seed=1),
+            f"{SYNTHETIC_CALIBRATION} synthetic eye frames",
         )
     members = load_members(spec, source)
     settings = ExportSettings(

@@ -66,7 +66,7 @@ CALIBRATION_FRAMES = 32  # at most, spread evenly over the list: the calibrator 
 def calibration_frames(paths: list[Path]) -> tuple[np.ndarray, str]:
     """At most CALIBRATION_FRAMES of a list's frames, spread evenly over it, and their description."""
     if not paths:
-        raise InputError("the calibration list names no frame")
+        raise ValueError("no calibration frames")  # read_sample_list refuses an empty list first
     chosen = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(len(paths), CALIBRATION_FRAMES))]
     frames = np.stack([read_image(path)[None] for path in dict.fromkeys(chosen)])
     return frames, f"{len(frames)} frames spread over a list of {len(paths)}"

@@ -248,3 +248,18 @@ def test_segmenter_runs_an_exported_ensemble_as_its_checkpoints(
     assert "onnxruntime: 1 exported graph" in Segmenter.from_checkpoints([exported["ens"]], gpu="cpu").runtime
     with pytest.raises(InputError, match="already averages the hflip views"):
         Segmenter.from_checkpoints([exported["ens"]], tta="none", gpu="cpu")
+
+
+def test_an_empty_calibration_list_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import export
+
+    (tmp_path / "empty.txt").write_text("")
+    argv = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.onnx"), "--int8"]
+    with pytest.raises(SystemExit) as stop:
+        export.main([*argv, "--calibration", str(tmp_path / "empty.txt")])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "empty.txt" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.txt"]
